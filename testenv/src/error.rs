@@ -1,0 +1,80 @@
+use std::path::PathBuf;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{what} not found (looked for {path}): {hint}")]
+    MissingTool {
+        what: &'static str,
+        path: PathBuf,
+        hint: &'static str,
+    },
+
+    #[error("{what} failed to start: {source}")]
+    Spawn {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{what} exited before it was ready ({status}); last lines of {log}:\n{tail}")]
+    Exited {
+        what: String,
+        status: String,
+        log: PathBuf,
+        tail: String,
+    },
+
+    #[error("{what} was not ready after {seconds} s ({last}); last lines of {log}:\n{tail}")]
+    NotReady {
+        what: String,
+        seconds: u64,
+        last: String,
+        log: PathBuf,
+        tail: String,
+    },
+
+    #[error("{command} failed ({status}):\n{stderr}")]
+    Command {
+        command: String,
+        status: String,
+        stderr: String,
+    },
+
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("generating certificates: {0}")]
+    Certificate(#[from] rcgen::Error),
+
+    #[error("kubernetes client: {0}")]
+    Kube(#[from] ::kube::Error),
+
+    #[error("kubeconfig: {0}")]
+    Kubeconfig(#[from] ::kube::config::KubeconfigError),
+
+    #[error("redis: {0}")]
+    Redis(#[from] ::redis::RedisError),
+
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Attaches what was being done to an I/O error.
+pub(crate) trait IoContext<T> {
+    fn context(self, context: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn context(self, context: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|source| Error::Io {
+            context: context(),
+            source,
+        })
+    }
+}
