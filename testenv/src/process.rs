@@ -190,3 +190,70 @@ pub(crate) fn run(command: &mut Command) -> Result<std::process::Output> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_service_that_exits_early_reports_its_log() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "echo 'bad flag --frobnicate'; exit 3"]);
+        let mut service =
+            Service::spawn("failing", cmd, &dir.path().join("failing.log")).expect("spawn");
+        let err = wait_ready(&mut service, Duration::from_secs(10), || async {
+            Err::<(), _>("not yet".to_string())
+        })
+        .await
+        .expect_err("it exits");
+        let text = err.to_string();
+        assert!(
+            text.contains("failing exited before it was ready"),
+            "{text}"
+        );
+        assert!(text.contains("bad flag --frobnicate"), "{text}");
+    }
+
+    #[test]
+    fn a_missing_program_is_a_spawn_error_naming_it() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let err = Service::spawn(
+            "ghost",
+            Command::new("/nonexistent/ghost-binary"),
+            &dir.path().join("ghost.log"),
+        )
+        .expect_err("no such program")
+        .to_string();
+        assert!(
+            err.contains("ghost (/nonexistent/ghost-binary) failed to start"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn dropping_a_service_stops_its_whole_process_group() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let pidfile = dir.path().join("child.pid");
+        let mut cmd = Command::new("sh");
+        // A launcher that forks a long-lived child, as the emulators' scripts do.
+        cmd.arg("-c")
+            .arg(format!("sleep 300 & echo $! > {}; wait", pidfile.display()));
+        let service = Service::spawn("launcher", cmd, &dir.path().join("l.log")).expect("spawn");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !pidfile.exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let child: i32 = std::fs::read_to_string(&pidfile)
+            .expect("pid file")
+            .trim()
+            .parse()
+            .expect("pid");
+        drop(service);
+        let alive = std::path::Path::new(&format!("/proc/{child}")).exists()
+            && !std::fs::read_to_string(format!("/proc/{child}/stat"))
+                .unwrap_or_default()
+                .contains(") Z ");
+        assert!(!alive, "the launcher's child {child} outlived the guard");
+    }
+}

@@ -55,6 +55,13 @@ impl Tools {
         Self { cache }
     }
 
+    /// Tools looked up in `cache` instead of the default cache dir.
+    pub fn with_cache(cache: impl Into<PathBuf>) -> Self {
+        Self {
+            cache: cache.into(),
+        }
+    }
+
     pub fn cache_dir(&self) -> &Path {
         &self.cache
     }
@@ -179,4 +186,48 @@ fn gcloud_sdk_root() -> Option<PathBuf> {
     let root = String::from_utf8(out.stdout).ok()?;
     let root = root.trim();
     (out.status.success() && !root.is_empty()).then(|| PathBuf::from(root))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_are_pinned_in_one_file() {
+        assert!(
+            pinned("K8S_VERSION").starts_with("v1."),
+            "{}",
+            pinned("K8S_VERSION")
+        );
+        assert!(pinned("ETCD_VERSION").starts_with("v3."));
+        assert!(pinned("HELM_VERSION").starts_with("v3."));
+        assert_eq!(pinned("NO_SUCH_TOOL"), "unknown");
+    }
+
+    #[test]
+    fn a_missing_go_tool_says_how_to_build_it() {
+        let tools = Tools::with_cache("/nonexistent/scalableapp-cache");
+        let err = tools
+            .kube_apiserver()
+            .expect_err("nothing is cached there")
+            .to_string();
+        assert!(err.contains("kube-apiserver not found"), "{err}");
+        assert!(
+            err.contains("/nonexistent/scalableapp-cache/bin/kubernetes-v1."),
+            "{err}"
+        );
+        assert!(err.contains("make deps"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_debian_tool_says_which_package() {
+        let err = on_path("no-such-binary-scalableapp", "apt-get install something")
+            .expect_err("not on PATH")
+            .to_string();
+        assert!(
+            err.contains("no-such-binary-scalableapp not found"),
+            "{err}"
+        );
+        assert!(err.contains("apt-get install something"), "{err}");
+    }
 }
