@@ -1,6 +1,6 @@
 # The two commands: `make demo` runs the local demo, `make test` runs every test.
 # Both install what they need first (scripts/install-deps.sh, idempotent).
-.PHONY: deps demo test env lint crds
+.PHONY: deps demo test env lint crds chart-docs images
 
 deps:
 	scripts/install-deps.sh
@@ -17,3 +17,16 @@ env: deps
 lint:
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
+
+# Regenerate what is generated from the code (tests fail when these drift).
+crds:
+	cargo run --quiet -p operator -- crd > crds/scalableapp.yaml
+	cp crds/scalableapp.yaml charts/scalable-operator/files/scalableapp-crd.yaml
+
+chart-docs:
+	cd charts/scalable-operator && "$${SCALABLE_CACHE:-$$HOME/.cache/scalableapp}/bin/helm-docs-$$(sed -n 's/^HELM_DOCS_VERSION=//p' ../../tools/versions.env)/helm-docs" \
+	  --chart-search-root . --template-files README.md.gotmpl
+
+# OCI image layouts of operator, api-server and worker, built without a container engine.
+images: deps
+	scripts/build-images.sh

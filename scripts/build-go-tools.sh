@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the Go programs the test harness runs (kube-apiserver, kube-controller-manager, etcd,
-# helm, fake-gcs-server) from their Go modules into a cache keyed by version, and reuses them.
+# helm, helm-docs, fake-gcs-server) from their Go modules into a cache keyed by version, and reuses them.
 #
 # k8s.io/kubernetes and etcd cannot be `go install`ed: their go.mod files replace sibling modules
 # with relative paths. So each is built from a small throwaway module that requires it and
@@ -100,10 +100,12 @@ case "$what" in
   etcd) build_etcd ;;
   helm) go_install helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION" "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" ;;
   fake-gcs-server) go_install fake-gcs-server github.com/fsouza/fake-gcs-server "$FAKE_GCS_VERSION" ;;
+  helm-docs) go_install helm-docs github.com/norwoodj/helm-docs/cmd/helm-docs "$HELM_DOCS_VERSION" ;;
   all)
     build_etcd
     go_install helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION" "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+    go_install helm-docs github.com/norwoodj/helm-docs/cmd/helm-docs "$HELM_DOCS_VERSION"
     build_kubernetes
     ;;
-  *) echo "usage: $0 [all|kubernetes|etcd|helm|fake-gcs-server]" >&2; exit 2 ;;
+  *) echo "usage: $0 [all|kubernetes|etcd|helm|helm-docs|fake-gcs-server]" >&2; exit 2 ;;
 esac

@@ -8,8 +8,9 @@ CACHE=${SCALABLE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/scalableapp}
 export SCALABLE_CACHE=$CACHE
 log() { printf '[install-deps] %s\n' "$*" >&2; }
 
-# Debian packages: Redis and Sentinel, promtool (prometheus), nginx as the demo's load balancer.
-APT_PACKAGES=(redis-server redis-sentinel prometheus nginx-light)
+# Debian packages: Redis and Sentinel, promtool (prometheus), nginx as the demo's load balancer,
+# umoci to build OCI images without a container engine.
+APT_PACKAGES=(redis-server redis-sentinel prometheus nginx-light umoci)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

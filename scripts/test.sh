@@ -7,6 +7,8 @@ echo "== cargo fmt --check"
 cargo fmt --all --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== images (dev profile: the tests check their structure, not their speed)"
+PROFILE=dev scripts/build-images.sh
 echo "== cargo test"
 cargo test --workspace --locked --no-fail-fast 2>&1 | tee "${TMPDIR:-/tmp}/scalableapp-test.log"
 status=${PIPESTATUS[0]}

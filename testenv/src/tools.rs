@@ -93,6 +93,15 @@ impl Tools {
         self.cached("helm", format!("helm-{}", pinned("HELM_VERSION")), "helm")
     }
 
+    pub fn helm_docs(&self) -> Result<PathBuf> {
+        let dir = format!("helm-docs-{}", pinned("HELM_DOCS_VERSION"));
+        self.cached("helm-docs", dir, "helm-docs")
+    }
+
+    pub fn umoci(&self) -> Result<PathBuf> {
+        on_path("umoci", "apt-get install umoci (or run `make deps`)")
+    }
+
     pub fn fake_gcs_server(&self) -> Result<PathBuf> {
         let dir = format!("fake-gcs-server-{}", pinned("FAKE_GCS_VERSION"));
         self.cached("fake-gcs-server", dir, "fake-gcs-server")
