@@ -6,6 +6,7 @@ deps:
 	scripts/install-deps.sh
 
 demo: deps
+	cargo build --quiet --workspace --bins
 	cargo xtask demo
 
 test:
