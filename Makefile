@@ -1,6 +1,6 @@
 # The two commands: `make demo` runs the local demo, `make test` runs every test.
 # Both install what they need first (scripts/install-deps.sh, idempotent).
-.PHONY: deps demo test env lint crds chart-docs images
+.PHONY: deps demo test env lint crds chart-docs images docs
 
 deps:
 	scripts/install-deps.sh
@@ -31,3 +31,8 @@ chart-docs:
 # OCI image layouts of operator, api-server and worker, built without a container engine.
 images: deps
 	scripts/build-images.sh
+
+# docs/crd-reference.md and docs/configuration.md, generated from the code.
+docs:
+	cargo build --quiet --workspace --bins
+	cargo xtask docs

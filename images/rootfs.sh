@@ -9,7 +9,7 @@ dest=$2
 name=$(basename "$bin")
 mkdir -p "$dest/usr/local/bin" "$dest/etc/ssl/certs"
 cp "$bin" "$dest/usr/local/bin/$name"
-ldd "$bin" | awk '/=>/ && $3 ~ /^\// {print $3} /^\s*\/.*ld-linux/ {print $1}' | while read -r lib; do
+ldd "$bin" | awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\/.*ld-linux/ {print $1}' | while read -r lib; do
   mkdir -p "$dest$(dirname "$lib")"
   cp -L "$lib" "$dest$lib"
 done

@@ -465,3 +465,43 @@ fn base64_file(path: &Path) -> anyhow::Result<String> {
     use base64::Engine;
     Ok(base64::engine::general_purpose::STANDARD.encode(std::fs::read(path)?))
 }
+
+/// The `helm test` hook runs `operator probe URL` (the image has no shell or curl).
+#[test]
+fn the_helm_test_probe_passes_on_2xx_and_fails_otherwise() -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port();
+    let server = std::thread::spawn(move || {
+        for status in ["200 OK", "503 Service Unavailable"] {
+            if let Ok((mut stream, _)) = listener.accept() {
+                let mut request = [0u8; 1024];
+                let _ = stream.read(&mut request);
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                );
+            }
+        }
+    });
+    let url = format!("http://127.0.0.1:{port}/readyz");
+    let ok = Command::new(operator_binary()?)
+        .args(["probe", &url])
+        .output()?;
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let unavailable = Command::new(operator_binary()?)
+        .args(["probe", &url])
+        .output()?;
+    assert!(!unavailable.status.success());
+    assert!(String::from_utf8_lossy(&unavailable.stderr).contains("503"));
+    let _ = server.join();
+    let refused = Command::new(operator_binary()?)
+        .args(["probe", &url])
+        .output()?;
+    assert!(!refused.status.success());
+    Ok(())
+}

@@ -19,6 +19,8 @@ enum Cmd {
         #[command(subcommand)]
         action: EnvAction,
     },
+    /// Regenerate docs/crd-reference.md and docs/configuration.md from the code.
+    Docs,
     /// The local demo of the whole system (what `make demo` runs).
     Demo {
         /// Keep everything running after the demo until Ctrl-C.
@@ -48,6 +50,7 @@ async fn main() -> anyhow::Result<()> {
             action: EnvAction::Up,
         } => env_up().await,
         Cmd::Demo { keep } => demo::run(demo::Options { keep }).await,
+        Cmd::Docs => write_docs(),
     }
 }
 
@@ -63,5 +66,22 @@ async fn env_up() -> anyhow::Result<()> {
         .context("waiting for Ctrl-C")?;
     eprintln!("stopping");
     drop(env);
+    Ok(())
+}
+
+fn write_docs() -> anyhow::Result<()> {
+    let root = testenv::repo_root();
+    let crd =
+        std::fs::read_to_string(root.join("crds/scalableapp.yaml")).context("reading the CRD")?;
+    std::fs::write(
+        root.join("docs/crd-reference.md"),
+        xtask::docs::crd_reference(&crd)?,
+    )?;
+    let bins = xtask::docs::bin_dir()?;
+    std::fs::write(
+        root.join("docs/configuration.md"),
+        xtask::docs::configuration(&bins)?,
+    )?;
+    eprintln!("wrote docs/crd-reference.md and docs/configuration.md");
     Ok(())
 }

@@ -1,0 +1,505 @@
+//! Documents through the real router against the Firestore emulator and Redis. Callers use
+//! emulator-mode tokens (unsigned, as the Auth emulator issues them); signature checks are
+//! covered in auth.rs.
+
+mod common;
+
+use api_server::observability::Metrics;
+use api_server::redis::Redis;
+use api_server::state::AppState;
+use axum::body::Body;
+use axum::http::{HeaderMap, Request, StatusCode, header};
+use common::*;
+use serde_json::{Value, json};
+use tower::ServiceExt as _;
+
+const PROJECT: &str = "demo-docs";
+
+struct Fixture {
+    redis: Option<testenv::RedisServer>,
+    redis_url: String,
+    firestore: testenv::FirestoreEmulator,
+    state: AppState,
+}
+
+async fn fixture() -> anyhow::Result<Fixture> {
+    let redis = testenv::RedisServer::start().await?;
+    let firestore = testenv::FirestoreEmulator::start().await?;
+    let host = firestore.host();
+    let args = serve_args(&[
+        "--project-id",
+        PROJECT,
+        "--redis-url",
+        &redis.url(),
+        "--firestore-emulator-host",
+        &host,
+        "--auth-emulator-host",
+        "127.0.0.1:9",
+        "--collections",
+        "notes,tasks",
+        "--redis-timeout-ms",
+        "300",
+    ])?;
+    let metrics = Metrics::new();
+    let r = Redis::connect(
+        &args.redis.endpoint()?,
+        args.redis_timeout(),
+        metrics.clone(),
+    )
+    .await?;
+    let db = platform::firestore::connect(PROJECT, "(default)", Some(&host)).await?;
+    Ok(Fixture {
+        redis_url: redis.url(),
+        redis: Some(redis),
+        firestore,
+        state: AppState::new(&args, r, db, metrics),
+    })
+}
+
+fn token(uid: &str, admin: bool) -> String {
+    let mut claims = id_claims(PROJECT, uid);
+    if admin {
+        claims["admin"] = json!(true);
+    }
+    unsigned(&claims)
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Value,
+}
+
+async fn call(
+    state: &AppState,
+    method: &str,
+    uri: &str,
+    uid: &str,
+    headers: &[(&str, &str)],
+    body: Option<Vec<u8>>,
+) -> anyhow::Result<Reply> {
+    let mut req = Request::builder().method(method).uri(uri).header(
+        "authorization",
+        format!("Bearer {}", token(uid, uid == "admin")),
+    );
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(body.map(Body::from).unwrap_or_else(Body::empty))?;
+    let response = api_server::routes::public(state.clone())
+        .oneshot(req)
+        .await?;
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = axum::body::to_bytes(response.into_body(), 4 << 20).await?;
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    Ok(Reply {
+        status,
+        headers,
+        body,
+    })
+}
+
+fn header_of(r: &Reply, name: header::HeaderName) -> &str {
+    r.headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+}
+
+fn assert_problem(r: &Reply, status: u16) {
+    assert_eq!(r.status.as_u16(), status, "{}", r.body);
+    assert_eq!(
+        header_of(r, header::CONTENT_TYPE),
+        "application/problem+json"
+    );
+    assert_eq!(r.body["status"], status);
+}
+
+#[tokio::test]
+async fn create_read_patch_delete_with_etags() -> anyhow::Result<()> {
+    let f = fixture().await?;
+    let s = &f.state;
+    let created = call(
+        s,
+        "POST",
+        "/v1/notes",
+        "ann",
+        &[],
+        Some(br#"{"title":"a","tags":["x"],"n":1}"#.to_vec()),
+    )
+    .await?;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let id = created.body["id"].as_str().unwrap_or_default().to_string();
+    assert_eq!(
+        header_of(&created, header::LOCATION),
+        format!("/v1/notes/{id}")
+    );
+    let etag1 = header_of(&created, header::ETAG).to_string();
+    assert!(etag1.starts_with('"'), "{etag1}");
+    assert_eq!(created.body["owner"], "ann");
+
+    let read = call(s, "GET", &format!("/v1/notes/{id}"), "ann", &[], None).await?;
+    assert_eq!(read.status, StatusCode::OK);
+    assert_eq!(read.body["data"], json!({"title":"a","tags":["x"],"n":1}));
+    assert_eq!(header_of(&read, header::ETAG), etag1);
+
+    let not_modified = call(
+        s,
+        "GET",
+        &format!("/v1/notes/{id}"),
+        "ann",
+        &[("if-none-match", &etag1)],
+        None,
+    )
+    .await?;
+    assert_eq!(not_modified.status, StatusCode::NOT_MODIFIED);
+
+    // PATCH needs If-Match.
+    let no_match = call(
+        s,
+        "PATCH",
+        &format!("/v1/notes/{id}"),
+        "ann",
+        &[],
+        Some(br#"{"n":2}"#.to_vec()),
+    )
+    .await?;
+    assert_problem(&no_match, 428);
+
+    let patched = call(
+        s,
+        "PATCH",
+        &format!("/v1/notes/{id}"),
+        "ann",
+        &[
+            ("if-match", &etag1),
+            ("content-type", "application/merge-patch+json"),
+        ],
+        Some(br#"{"n":2,"title":null,"extra":{"k":"v"}}"#.to_vec()),
+    )
+    .await?;
+    assert_eq!(patched.status, StatusCode::OK, "{}", patched.body);
+    assert_eq!(
+        patched.body["data"],
+        json!({"tags":["x"],"n":2,"extra":{"k":"v"}})
+    );
+    let etag2 = header_of(&patched, header::ETAG).to_string();
+    assert_ne!(etag1, etag2);
+
+    // Write then read: the new version, never the cached old one.
+    let reread = call(s, "GET", &format!("/v1/notes/{id}"), "ann", &[], None).await?;
+    assert_eq!(reread.body["data"]["n"], 2);
+    assert_eq!(header_of(&reread, header::ETAG), etag2);
+    // The old ETag no longer matches for If-None-Match.
+    let changed = call(
+        s,
+        "GET",
+        &format!("/v1/notes/{id}"),
+        "ann",
+        &[("if-none-match", &etag1)],
+        None,
+    )
+    .await?;
+    assert_eq!(changed.status, StatusCode::OK);
+
+    // A stale If-Match: 412, nothing written.
+    let stale = call(
+        s,
+        "PATCH",
+        &format!("/v1/notes/{id}"),
+        "ann",
+        &[("if-match", &etag1)],
+        Some(br#"{"n":3}"#.to_vec()),
+    )
+    .await?;
+    assert_problem(&stale, 412);
+    let still = call(s, "GET", &format!("/v1/notes/{id}"), "ann", &[], None).await?;
+    assert_eq!(still.body["data"]["n"], 2);
+
+    let deleted = call(
+        s,
+        "DELETE",
+        &format!("/v1/notes/{id}"),
+        "ann",
+        &[("if-match", &etag2)],
+        None,
+    )
+    .await?;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+    let gone = call(s, "GET", &format!("/v1/notes/{id}"), "ann", &[], None).await?;
+    assert_problem(&gone, 404);
+    Ok(())
+}
+
+#[tokio::test]
+async fn stale_if_match_is_refused_by_firestore_precondition() -> anyhow::Result<()> {
+    // Two writers read the same version; the second commit must fail inside Firestore even
+    // though our own pre-check passed for both (the race a read-compare-write would lose).
+    let f = fixture().await?;
+    let s = &f.state;
+    let created = call(
+        s,
+        "POST",
+        "/v1/notes",
+        "ann",
+        &[],
+        Some(br#"{"n":0}"#.to_vec()),
+    )
+    .await?;
+    let id = created.body["id"].as_str().unwrap_or_default().to_string();
+    let store = &s.documents.store;
+    let current = store
+        .get("notes", &id)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("missing"))?;
+    let first = store
+        .replace(
+            "notes",
+            &current,
+            current.version,
+            serde_json::Map::from_iter([("n".to_string(), json!(1))]),
+        )
+        .await;
+    assert!(first.is_ok());
+    let second = store
+        .replace(
+            "notes",
+            &current,
+            current.version,
+            serde_json::Map::from_iter([("n".to_string(), json!(2))]),
+        )
+        .await;
+    assert!(
+        matches!(second, Err(api_server::documents::store::StoreError::Stale)),
+        "{second:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn owners_only_and_admins_read_all() -> anyhow::Result<()> {
+    let f = fixture().await?;
+    let s = &f.state;
+    let created = call(
+        s,
+        "POST",
+        "/v1/notes",
+        "ann",
+        &[],
+        Some(br#"{"secret":true}"#.to_vec()),
+    )
+    .await?;
+    let id = created.body["id"].as_str().unwrap_or_default().to_string();
+    let etag = header_of(&created, header::ETAG).to_string();
+    let path = format!("/v1/notes/{id}");
+    assert_problem(&call(s, "GET", &path, "bob", &[], None).await?, 404);
+    assert_problem(
+        &call(
+            s,
+            "PATCH",
+            &path,
+            "bob",
+            &[("if-match", &etag)],
+            Some(br#"{"x":1}"#.to_vec()),
+        )
+        .await?,
+        404,
+    );
+    assert_problem(&call(s, "DELETE", &path, "bob", &[], None).await?, 404);
+    let admin = call(s, "GET", &path, "admin", &[], None).await?;
+    assert_eq!(admin.status, StatusCode::OK);
+    assert_eq!(admin.body["owner"], "ann");
+    // Bob's list does not show Ann's document.
+    let list = call(s, "GET", "/v1/notes", "bob", &[], None).await?;
+    assert_eq!(list.body["items"], json!([]));
+    // And Ann's document is unchanged.
+    assert_eq!(
+        call(s, "GET", &path, "ann", &[], None).await?.body["data"],
+        json!({"secret": true})
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_and_nothing_is_written() -> anyhow::Result<()> {
+    let f = fixture().await?;
+    let s = &f.state;
+    let deep = format!("{}1{}", r#"{"a":"#.repeat(25), "}".repeat(25));
+    let huge = format!(r#"{{"blob":"{}"}}"#, "x".repeat(1024 * 1024));
+    let cases: Vec<(&str, Vec<u8>, u16)> = vec![
+        ("/v1/notes", b"{not json".to_vec(), 400),
+        ("/v1/notes", b"[1,2]".to_vec(), 422),
+        ("/v1/notes", deep.into_bytes(), 422),
+        ("/v1/notes", huge.into_bytes(), 413),
+        ("/v1/notes", br#"{"__name__":"x"}"#.to_vec(), 422),
+        ("/v1/notes", br#"{"a":{"":1}}"#.to_vec(), 422),
+        ("/v1/users", br#"{"a":1}"#.to_vec(), 404),
+    ];
+    for (path, body, status) in cases {
+        let r = call(s, "POST", path, "ann", &[], Some(body)).await?;
+        assert_problem(&r, status);
+    }
+    let list = call(s, "GET", "/v1/notes", "ann", &[], None).await?;
+    assert_eq!(list.body["items"], json!([]), "nothing was written");
+    // Unknown routes and methods are problems too.
+    assert_problem(&call(s, "GET", "/v2/nothing", "ann", &[], None).await?, 404);
+    assert_problem(&call(s, "PUT", "/v1/notes", "ann", &[], None).await?, 405);
+    assert_problem(
+        &call(s, "GET", "/v1/notes?limit=0", "ann", &[], None).await?,
+        400,
+    );
+    assert_problem(
+        &call(s, "GET", "/v1/notes?pageToken=%21%21", "ann", &[], None).await?,
+        400,
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn listing_pages_through_the_callers_documents() -> anyhow::Result<()> {
+    let f = fixture().await?;
+    let s = &f.state;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let r = call(
+            s,
+            "POST",
+            "/v1/tasks",
+            "ann",
+            &[],
+            Some(format!(r#"{{"i":{i}}}"#).into_bytes()),
+        )
+        .await?;
+        ids.push(r.body["id"].as_str().unwrap_or_default().to_string());
+        // Another user's documents interleave and must not appear.
+        call(s, "POST", "/v1/tasks", "bob", &[], Some(b"{}".to_vec())).await?;
+    }
+    let mut seen = Vec::new();
+    let mut uri = "/v1/tasks?limit=2".to_string();
+    let mut pages = 0;
+    loop {
+        let page = call(s, "GET", &uri, "ann", &[], None).await?;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+        pages += 1;
+        for item in page.body["items"].as_array().cloned().unwrap_or_default() {
+            assert_eq!(item["owner"], "ann");
+            seen.push(item["id"].as_str().unwrap_or_default().to_string());
+        }
+        match page.body["nextPageToken"].as_str() {
+            Some(t) => uri = format!("/v1/tasks?limit=2&pageToken={t}"),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(
+        seen, ids,
+        "all of Ann's documents, in creation order, once each"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_stampede_on_a_cold_key_reads_firestore_once() -> anyhow::Result<()> {
+    let f = fixture().await?;
+    let s = &f.state;
+    let created = call(
+        s,
+        "POST",
+        "/v1/notes",
+        "ann",
+        &[],
+        Some(br#"{"hot":true}"#.to_vec()),
+    )
+    .await?;
+    let id = created.body["id"].as_str().unwrap_or_default().to_string();
+    // Cold: drop what the create wrote through.
+    let client = redis::Client::open(f.redis_url.as_str())?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    redis::cmd("DEL")
+        .arg(format!("doc:notes:{id}"))
+        .query_async::<()>(&mut conn)
+        .await?;
+    let before = s.documents.store.reads();
+
+    let path = format!("/v1/notes/{id}");
+    let replies =
+        futures::future::join_all((0..200).map(|_| call(s, "GET", &path, "ann", &[], None))).await;
+    for r in replies {
+        let r = r?;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.body["data"]["hot"], true);
+    }
+    assert_eq!(
+        s.documents.store.reads() - before,
+        1,
+        "one Firestore read for 200 GETs"
+    );
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(format!("doc:notes:{id}"))
+        .query_async(&mut conn)
+        .await?;
+    // 300 s + up to 10% jitter, less the time since the fill (generous on a loaded machine).
+    assert!(
+        ttl > 240_000 && ttl <= 330_000,
+        "TTL 300 s + up to 10% jitter, got {ttl} ms"
+    );
+
+    // Missing ids are cached briefly too.
+    let before = s.documents.store.reads();
+    for _ in 0..3 {
+        assert_problem(
+            &call(s, "GET", "/v1/notes/doesnotexist", "ann", &[], None).await?,
+            404,
+        );
+    }
+    assert_eq!(
+        s.documents.store.reads() - before,
+        1,
+        "404 is negatively cached"
+    );
+    let neg_ttl: i64 = redis::cmd("PTTL")
+        .arg("doc:notes:doesnotexist")
+        .query_async(&mut conn)
+        .await?;
+    assert!(neg_ttl > 0 && neg_ttl <= 5_000, "{neg_ttl}");
+    assert!(s.metrics.cache_count("hit") >= 2);
+    Ok(())
+}
+
+#[tokio::test]
+async fn reads_are_served_from_firestore_when_redis_is_down() -> anyhow::Result<()> {
+    let mut f = fixture().await?;
+    let s = f.state.clone();
+    let created = call(
+        &s,
+        "POST",
+        "/v1/notes",
+        "ann",
+        &[],
+        Some(br#"{"v":1}"#.to_vec()),
+    )
+    .await?;
+    let id = created.body["id"].as_str().unwrap_or_default().to_string();
+    let etag = header_of(&created, header::ETAG).to_string();
+    drop(f.redis.take()); // stops redis-server
+    let read = call(&s, "GET", &format!("/v1/notes/{id}"), "ann", &[], None).await?;
+    assert_eq!(read.status, StatusCode::OK, "{}", read.body);
+    assert_eq!(read.body["data"]["v"], 1);
+    // Writes still commit; the cache could not be told, and reads still see Firestore.
+    let patched = call(
+        &s,
+        "PATCH",
+        &format!("/v1/notes/{id}"),
+        "ann",
+        &[("if-match", &etag)],
+        Some(br#"{"v":2}"#.to_vec()),
+    )
+    .await?;
+    assert_eq!(patched.status, StatusCode::OK, "{}", patched.body);
+    let read = call(&s, "GET", &format!("/v1/notes/{id}"), "ann", &[], None).await?;
+    assert_eq!(read.body["data"]["v"], 2);
+    assert!(s.metrics.cache_count("error") >= 2);
+    let _ = &f.firestore;
+    Ok(())
+}

@@ -1,0 +1,139 @@
+//! API server Deployment and Service.
+//!
+//! `spec.replicas` is deliberately absent: the HPA owns the replica count, and a value written
+//! here would reset it on every apply (the operator and the HPA would fight).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
+};
+use k8s_openapi::api::core::v1::{
+    Container, ContainerPort, PodSpec, PodTemplateSpec, Service, ServicePort, ServiceSpec,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::meta::{AppMeta, LABEL_METRICS};
+use super::pod::{self, ADMIN_PORT, APP_UID, HTTP_PORT};
+use super::{RenderContext, worker};
+use crate::api::ScalableAppSpec;
+
+pub const COMPONENT: &str = "api";
+/// Annotation on pod templates carrying the app ConfigMap's content hash.
+pub const CONFIG_HASH_ANNOTATION: &str = "scalable.dev/config-hash";
+
+pub(super) fn services(m: &AppMeta) -> Vec<Service> {
+    let mut metadata = m.object_meta(&m.names.api, COMPONENT);
+    if let Some(labels) = metadata.labels.as_mut() {
+        labels.insert(LABEL_METRICS.to_string(), "true".to_string());
+    }
+    vec![Service {
+        metadata,
+        spec: Some(ServiceSpec {
+            selector: Some(m.selector_labels(COMPONENT)),
+            ports: Some(vec![
+                service_port("http", HTTP_PORT),
+                service_port("admin", ADMIN_PORT),
+            ]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }]
+}
+
+pub(super) fn service_port(name: &str, port: i32) -> ServicePort {
+    ServicePort {
+        name: Some(name.to_string()),
+        port,
+        target_port: Some(IntOrString::String(name.to_string())),
+        protocol: Some("TCP".to_string()),
+        ..Default::default()
+    }
+}
+
+pub(super) fn deployment(
+    m: &AppMeta,
+    spec: &ScalableAppSpec,
+    ctx: &RenderContext,
+    config_hash: &str,
+) -> Deployment {
+    let api = &spec.api;
+    let container = Container {
+        name: COMPONENT.to_string(),
+        image: Some(
+            api.image
+                .clone()
+                .unwrap_or_else(|| format!("scalableapp/api-server:{}", ctx.image_tag)),
+        ),
+        ports: Some(vec![
+            container_port("http", HTTP_PORT),
+            container_port("admin", ADMIN_PORT),
+        ]),
+        resources: Some(
+            api.resources
+                .clone()
+                .unwrap_or_else(|| pod::resources("100m", "128Mi", "256Mi")),
+        ),
+        ..worker::base_container(m, spec, COMPONENT)
+    };
+    workload_deployment(m, spec, COMPONENT, &m.names.api, container, config_hash)
+}
+
+pub(super) fn container_port(name: &str, port: i32) -> ContainerPort {
+    ContainerPort {
+        name: Some(name.to_string()),
+        container_port: port,
+        protocol: Some("TCP".to_string()),
+        ..Default::default()
+    }
+}
+
+/// The Deployment shape api and worker share: restricted pods, spread, config hash, surge-only
+/// rollouts (never below the current capacity during an update).
+pub(super) fn workload_deployment(
+    m: &AppMeta,
+    spec: &ScalableAppSpec,
+    component: &str,
+    name: &str,
+    container: Container,
+    config_hash: &str,
+) -> Deployment {
+    let (volumes, _) = worker::volumes(spec);
+    Deployment {
+        metadata: m.object_meta(name, component),
+        spec: DeploymentSpec {
+            selector: m.selector(component),
+            strategy: Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".to_string()),
+                rolling_update: Some(RollingUpdateDeployment {
+                    max_surge: Some(IntOrString::String("25%".to_string())),
+                    max_unavailable: Some(IntOrString::Int(0)),
+                }),
+            }),
+            revision_history_limit: Some(5),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(m.labels(component)),
+                    annotations: Some(BTreeMap::from([(
+                        CONFIG_HASH_ANNOTATION.to_string(),
+                        config_hash.to_string(),
+                    )])),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    service_account_name: Some(name.to_string()),
+                    automount_service_account_token: Some(false),
+                    security_context: Some(pod::pod_security_context(APP_UID)),
+                    topology_spread_constraints: Some(pod::topology_spread(m, component, true)),
+                    termination_grace_period_seconds: Some(30),
+                    containers: vec![container],
+                    volumes: Some(volumes),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}

@@ -1,0 +1,315 @@
+//! The Redis and Sentinel init scripts decide roles correctly. They run here exactly as
+//! rendered (ConfigMap script + StatefulSet env), with `redis-cli` and `getent` replaced by
+//! stubs that answer as the sentinels and Redis pods of a scenario would.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::ConfigMap;
+use operator::api::ScalableApp;
+use operator::render::{self, ChildKind, RenderContext};
+
+const APP: &str = r#"
+apiVersion: scalable.dev/v1alpha1
+kind: ScalableApp
+metadata: {name: shop, namespace: prod, uid: u}
+spec:
+  redis: {replicas: 3, sentinels: 3}
+  firebase: {projectId: p, emulators: {}}
+"#;
+
+const DOMAIN: &str = "prod.svc.cluster.local";
+
+fn redis_host(i: u32) -> String {
+    format!("shop-redis-{i}.shop-redis-headless.{DOMAIN}")
+}
+
+fn sentinel_host(i: u32) -> String {
+    format!("shop-sentinel-{i}.shop-sentinel-headless.{DOMAIN}")
+}
+
+/// `redis-cli -h HOST -p PORT --raw CMD ...` answers from `answers/HOST.CMD` (one line per
+/// call; the last line repeats), or fails like an unreachable server.
+const REDIS_CLI: &str = r#"#!/bin/sh
+host=""; cmd=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -h) host="$2"; shift 2 ;;
+    -p) shift 2 ;;
+    --raw) shift ;;
+    *) cmd="$1"; break ;;
+  esac
+done
+f="$STUB_DIR/answers/$host.$cmd"
+if [ ! -f "$f" ]; then echo "Could not connect to Redis at $host" >&2; exit 1; fi
+n=$(cat "$f.calls" 2>/dev/null || echo 0); n=$((n + 1)); echo "$n" > "$f.calls"
+lines=$(wc -l < "$f")
+[ "$n" -gt "$lines" ] && n="$lines"
+sed -n "${n}p" "$f"
+"#;
+
+/// `getent hosts NAME` succeeds for names listed in `dns`.
+const GETENT: &str = r#"#!/bin/sh
+grep -qx "$2" "$STUB_DIR/dns" 2>/dev/null && echo "10.0.0.1 $2"
+"#;
+
+struct Scenario {
+    dir: tempfile::TempDir,
+    configs: ConfigMap,
+    sts: (StatefulSet, StatefulSet),
+}
+
+impl Scenario {
+    fn new() -> Self {
+        let mut app: ScalableApp = serde_saphyr::from_str(APP).unwrap();
+        app.metadata.uid = Some("u".into());
+        let children = render::desired(&app, &RenderContext::default()).unwrap();
+        let typed = |kind: ChildKind, name: &str| {
+            let c = children
+                .iter()
+                .find(|c| c.kind == kind && c.name() == name)
+                .unwrap();
+            serde_json::to_value(&c.object).unwrap()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        for sub in ["bin", "answers", "config", "runtime"] {
+            std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+        }
+        write_exec(&dir.path().join("bin/redis-cli"), REDIS_CLI);
+        write_exec(&dir.path().join("bin/getent"), GETENT);
+        let configs: ConfigMap =
+            serde_json::from_value(typed(ChildKind::ConfigMap, "shop-redis")).unwrap();
+        for (k, v) in configs.data.clone().unwrap() {
+            std::fs::write(dir.path().join("config").join(k), v).unwrap();
+        }
+        let redis = serde_json::from_value(typed(ChildKind::StatefulSet, "shop-redis")).unwrap();
+        let sentinel =
+            serde_json::from_value(typed(ChildKind::StatefulSet, "shop-sentinel")).unwrap();
+        Self {
+            dir,
+            configs,
+            sts: (redis, sentinel),
+        }
+    }
+
+    fn answer(&self, host: &str, cmd: &str, lines: &[&str]) {
+        let mut text = lines.join("\n");
+        text.push('\n');
+        std::fs::write(self.dir.path().join(format!("answers/{host}.{cmd}")), text).unwrap();
+    }
+
+    fn resolvable(&self, names: &[String]) {
+        std::fs::write(self.dir.path().join("dns"), names.join("\n") + "\n").unwrap();
+    }
+
+    /// Runs the init container of `sts` as pod `pod`; None if still running after `limit`.
+    fn run(
+        &self,
+        sentinel: bool,
+        pod: &str,
+        extra_env: &[(&str, &str)],
+        limit: Duration,
+    ) -> Option<String> {
+        let sts = if sentinel { &self.sts.1 } else { &self.sts.0 };
+        let init = &sts
+            .spec
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .init_containers
+            .as_ref()
+            .unwrap()[0];
+        let script = if sentinel {
+            "sentinel-init.sh"
+        } else {
+            "redis-init.sh"
+        };
+        assert!(init.command.as_ref().unwrap().join(" ").ends_with(script));
+        let path = format!(
+            "{}:{}",
+            self.dir.path().join("bin").display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let mut cmd = Command::new("sh");
+        cmd.arg(self.dir.path().join("config").join(script))
+            .env_clear()
+            .env("PATH", path)
+            .env("STUB_DIR", self.dir.path())
+            .env("CONFIG_DIR", self.dir.path().join("config"))
+            .env("RUNTIME_DIR", self.dir.path().join("runtime"))
+            .env("POD_NAME", pod)
+            .env("NAMESPACE", "prod");
+        for e in init.env.as_ref().unwrap() {
+            if let Some(v) = &e.value {
+                cmd.env(&e.name, v);
+            }
+        }
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                assert!(status.success(), "{script} failed for {pod}");
+                let conf = if sentinel {
+                    "sentinel.conf"
+                } else {
+                    "redis.conf"
+                };
+                return Some(
+                    std::fs::read_to_string(self.dir.path().join("runtime").join(conf)).unwrap(),
+                );
+            }
+            if start.elapsed() > limit {
+                child.kill().unwrap();
+                let _ = child.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn write_exec(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+fn replicaof(conf: &str) -> Option<String> {
+    conf.lines()
+        .find_map(|l| l.strip_prefix("replicaof "))
+        .map(|r| r.trim_end_matches(" 6379").to_string())
+}
+
+const SHORT: Duration = Duration::from_secs(10);
+
+#[test]
+fn a_restarted_pod_follows_the_master_the_sentinels_name() {
+    let s = Scenario::new();
+    // sentinel-0 is down; sentinel-1 knows the master is redis-2 (after a failover).
+    s.answer(&sentinel_host(1), "SENTINEL", &[&redis_host(2), "6379"]);
+    // redis-1 still claims master (stale): the sentinels' answer wins.
+    s.answer(&redis_host(1), "ROLE", &["master"]);
+    let conf = s.run(false, "shop-redis-0", &[], SHORT).expect("finishes");
+    assert_eq!(replicaof(&conf), Some(redis_host(2)));
+    assert!(conf.contains(&format!("replica-announce-ip {}", redis_host(0))));
+    assert!(conf.contains("appendonly yes"));
+}
+
+#[test]
+fn without_sentinel_knowledge_a_pod_follows_the_peer_that_is_master() {
+    let s = Scenario::new();
+    s.answer(&sentinel_host(0), "SENTINEL", &[""]);
+    s.answer(&redis_host(0), "ROLE", &["slave"]);
+    s.answer(&redis_host(1), "ROLE", &["master"]);
+    let conf = s.run(false, "shop-redis-2", &[], SHORT).expect("finishes");
+    assert_eq!(replicaof(&conf), Some(redis_host(1)));
+}
+
+#[test]
+fn only_ordinal_zero_bootstraps_an_empty_group() {
+    let s = Scenario::new();
+    let conf = s
+        .run(false, "shop-redis-0", &[], SHORT)
+        .expect("ordinal 0 starts");
+    assert_eq!(replicaof(&conf), None, "ordinal 0 starts as master");
+    // Ordinal 1 waits instead of becoming a second master.
+    assert!(
+        s.run(false, "shop-redis-1", &[], Duration::from_secs(3))
+            .is_none()
+    );
+}
+
+#[test]
+fn a_master_restarted_before_failover_waits_for_the_sentinels() {
+    let s = Scenario::new();
+    // The sentinels still name redis-0 (this pod) as master, then promote redis-1.
+    s.answer(
+        &sentinel_host(0),
+        "SENTINEL",
+        &[&redis_host(0), &redis_host(0), &redis_host(1)],
+    );
+    let conf = s.run(false, "shop-redis-0", &[], SHORT).expect("finishes");
+    assert_eq!(
+        replicaof(&conf),
+        Some(redis_host(1)),
+        "rejoins as a replica of the promoted pod"
+    );
+
+    // If no failover comes in time, it resumes as master from its persisted data.
+    let s = Scenario::new();
+    s.answer(&sentinel_host(0), "SENTINEL", &[&redis_host(0)]);
+    let conf = s
+        .run(
+            false,
+            "shop-redis-0",
+            &[("FAILOVER_WAIT_SECONDS", "1")],
+            SHORT,
+        )
+        .expect("finishes");
+    assert_eq!(replicaof(&conf), None);
+}
+
+#[test]
+fn sentinels_monitor_the_known_master_by_hostname() {
+    let s = Scenario::new();
+    s.answer(&sentinel_host(2), "SENTINEL", &[&redis_host(1), "6379"]);
+    s.resolvable(&[redis_host(1)]);
+    let conf = s
+        .run(true, "shop-sentinel-0", &[], SHORT)
+        .expect("finishes");
+    assert!(conf.contains(&format!(
+        "sentinel monitor mymaster {} 6379 2",
+        redis_host(1)
+    )));
+    assert!(conf.contains("sentinel resolve-hostnames yes"));
+    assert!(conf.contains("sentinel announce-hostnames yes"));
+    assert!(conf.contains(&format!("sentinel announce-ip {}", sentinel_host(0))));
+    assert!(conf.contains("sentinel down-after-milliseconds mymaster 5000"));
+}
+
+#[test]
+fn sentinels_of_an_empty_group_monitor_ordinal_zero_once_it_resolves() {
+    let s = Scenario::new();
+    // Nothing resolves yet: the sentinel waits rather than start with a bad address.
+    assert!(
+        s.run(true, "shop-sentinel-1", &[], Duration::from_secs(3))
+            .is_none()
+    );
+    s.resolvable(&[redis_host(0)]);
+    let conf = s
+        .run(true, "shop-sentinel-1", &[], SHORT)
+        .expect("finishes");
+    assert!(conf.contains(&format!(
+        "sentinel monitor mymaster {} 6379 2",
+        redis_host(0)
+    )));
+    assert!(
+        s.configs
+            .data
+            .as_ref()
+            .unwrap()
+            .contains_key("sentinel-init.sh")
+    );
+}
+
+#[test]
+fn the_scripts_are_plain_posix_sh() {
+    let s = Scenario::new();
+    for script in ["redis-init.sh", "sentinel-init.sh"] {
+        let path: PathBuf = s.dir.path().join("config").join(script);
+        let status = Command::new("sh").arg("-n").arg(&path).status().unwrap();
+        assert!(status.success(), "{script} has syntax errors");
+    }
+}

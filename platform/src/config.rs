@@ -1,0 +1,97 @@
+//! Configuration pieces both binaries parse the same way (clap, each flag also an env var), so
+//! a Helm chart sets `REDIS_SENTINELS` once for api-server and worker alike.
+
+use clap::Args;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("set either REDIS_URL or REDIS_SENTINELS (with REDIS_MASTER_NAME), not both")]
+    RedisBoth,
+    #[error("no Redis configured: set REDIS_URL or REDIS_SENTINELS")]
+    RedisNone,
+}
+
+/// Where Redis is: a plain URL, or Sentinel addresses plus the master's name.
+#[derive(Debug, Clone, Args)]
+pub struct RedisArgs {
+    /// Plain Redis URL (`redis://host:port/`), for a server without Sentinel.
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Comma-separated Sentinel URLs (`redis://host:26379`).
+    #[arg(long, env = "REDIS_SENTINELS", value_delimiter = ',')]
+    pub redis_sentinels: Vec<String>,
+    /// Name of the master the sentinels monitor.
+    #[arg(long, env = "REDIS_MASTER_NAME", default_value = "mymaster")]
+    pub redis_master_name: String,
+}
+
+/// The validated choice between the two ways of reaching Redis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisEndpoint {
+    Url(String),
+    Sentinel {
+        sentinels: Vec<String>,
+        master_name: String,
+    },
+}
+
+impl RedisArgs {
+    pub fn endpoint(&self) -> Result<RedisEndpoint, ConfigError> {
+        match (&self.redis_url, self.redis_sentinels.is_empty()) {
+            (Some(_), false) => Err(ConfigError::RedisBoth),
+            (Some(url), true) => Ok(RedisEndpoint::Url(url.clone())),
+            (None, false) => Ok(RedisEndpoint::Sentinel {
+                sentinels: self.redis_sentinels.clone(),
+                master_name: self.redis_master_name.clone(),
+            }),
+            (None, true) => Err(ConfigError::RedisNone),
+        }
+    }
+}
+
+/// Which Firestore database, and whether it is the emulator.
+#[derive(Debug, Clone, Args)]
+pub struct FirestoreArgs {
+    /// Google Cloud project that owns the Firestore database.
+    #[arg(long, env = "GOOGLE_CLOUD_PROJECT")]
+    pub project_id: String,
+    /// Firestore database id.
+    #[arg(long, env = "FIRESTORE_DATABASE_ID", default_value = "(default)")]
+    pub firestore_database: String,
+    /// `host:port` of the Firestore emulator (the standard variable); unset in production.
+    #[arg(long, env = "FIRESTORE_EMULATOR_HOST")]
+    pub firestore_emulator_host: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(url: Option<&str>, sentinels: &[&str]) -> RedisArgs {
+        RedisArgs {
+            redis_url: url.map(str::to_string),
+            redis_sentinels: sentinels.iter().map(|s| s.to_string()).collect(),
+            redis_master_name: "m".into(),
+        }
+    }
+
+    #[test]
+    fn exactly_one_redis_endpoint_is_accepted() {
+        assert_eq!(args(None, &[]).endpoint(), Err(ConfigError::RedisNone));
+        assert_eq!(
+            args(Some("redis://a"), &["redis://s"]).endpoint(),
+            Err(ConfigError::RedisBoth)
+        );
+        assert_eq!(
+            args(Some("redis://a"), &[]).endpoint(),
+            Ok(RedisEndpoint::Url("redis://a".into()))
+        );
+        assert_eq!(
+            args(None, &["redis://s1", "redis://s2"]).endpoint(),
+            Ok(RedisEndpoint::Sentinel {
+                sentinels: vec!["redis://s1".into(), "redis://s2".into()],
+                master_name: "m".into()
+            })
+        );
+    }
+}

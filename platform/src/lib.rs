@@ -1,0 +1,7 @@
+//! Shared by api-server and worker.
+
+pub mod config;
+pub mod firestore;
+pub mod queue;
+pub mod storage;
+pub mod telemetry;

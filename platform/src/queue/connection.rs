@@ -1,0 +1,361 @@
+//! A Redis connection that follows a Sentinel failover.
+//!
+//! The redis crate resolves a Sentinel master once; a `ConnectionManager` built from that client
+//! keeps reconnecting to the dead address forever. So this handle owns the resolution: it asks the
+//! sentinels for the master, checks with `ROLE` that the server really is a master (a sentinel can
+//! lag), and opens one multiplexed connection that every caller clones. When an operation fails
+//! with an error that means "this is no longer the master" (I/O error, `READONLY` from a demoted
+//! master, `MASTERDOWN`, `LOADING`, or the sentinels not knowing the master mid-failover), the
+//! caller hands the error back with the connection's generation and the handle re-resolves once
+//! for every caller that saw the same broken connection.
+
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, ErrorKind, RedisError, RedisResult, ServerErrorKind};
+
+/// Where the master is found.
+#[derive(Debug, Clone)]
+pub enum RedisTarget {
+    /// A single server (no failover to follow; reconnects to the same address).
+    Url(String),
+    /// Sentinel addresses (`redis://host:port`) and the monitored master's name.
+    Sentinel {
+        sentinels: Vec<String>,
+        master_name: String,
+    },
+}
+
+/// Timeouts of the handle.
+#[derive(Debug, Clone)]
+pub struct ConnectionOptions {
+    /// Per-command response timeout on the shared connection. A master that vanished without a
+    /// reset (network partition) is noticed after this long.
+    pub response_timeout: Duration,
+    pub connect_timeout: Duration,
+    /// How long [`RedisHandle::run`] keeps retrying through a failover before giving up.
+    pub failover_deadline: Duration,
+}
+
+impl Default for ConnectionOptions {
+    fn default() -> Self {
+        Self {
+            response_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(2),
+            failover_deadline: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Cheap to clone; all clones share the connection and its re-resolution.
+#[derive(Clone)]
+pub struct RedisHandle {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    target: RedisTarget,
+    options: ConnectionOptions,
+    current: RwLock<Current>,
+    // Serialises re-resolution so a burst of failing callers triggers one, not hundreds.
+    resolving: tokio::sync::Mutex<()>,
+}
+
+#[derive(Clone)]
+struct Current {
+    generation: u64,
+    addr: String,
+    conn: MultiplexedConnection,
+}
+
+/// A connection together with the generation to report back to [`RedisHandle::recover`].
+pub struct Lease {
+    pub generation: u64,
+    pub conn: MultiplexedConnection,
+}
+
+impl RedisHandle {
+    pub async fn connect(target: RedisTarget, options: ConnectionOptions) -> RedisResult<Self> {
+        let (addr, conn) = resolve(&target, &options).await?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                target,
+                options,
+                current: RwLock::new(Current {
+                    generation: 0,
+                    addr,
+                    conn,
+                }),
+                resolving: tokio::sync::Mutex::new(()),
+            }),
+        })
+    }
+
+    pub fn options(&self) -> &ConnectionOptions {
+        &self.inner.options
+    }
+
+    /// The shared multiplexed connection and its generation.
+    pub fn conn(&self) -> Lease {
+        let c = self.read();
+        Lease {
+            generation: c.generation,
+            conn: c.conn,
+        }
+    }
+
+    /// `redis://host:port/` of the master in use.
+    pub fn master_addr(&self) -> String {
+        self.read().addr
+    }
+
+    fn read(&self) -> Current {
+        // A poisoned lock only means a panic elsewhere while holding it; the value is still whole.
+        match self.inner.current.read() {
+            Ok(c) => c.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// A new connection of its own to the current master, for blocking commands (`BLPOP`, `WAIT`)
+    /// that would otherwise stall every caller multiplexed on the shared connection.
+    pub async fn dedicated(&self, response_timeout: Option<Duration>) -> RedisResult<Lease> {
+        let cur = self.read();
+        let conn = open(
+            &cur.addr,
+            self.inner.options.connect_timeout,
+            response_timeout,
+        )
+        .await?;
+        Ok(Lease {
+            generation: cur.generation,
+            conn,
+        })
+    }
+
+    /// Called with an error from a connection of `generation`. When the error means the master
+    /// moved or died, re-resolves (once per generation) until a master answers or the deadline
+    /// passes. Returns whether retrying the operation makes sense.
+    pub async fn recover(&self, generation: u64, err: &RedisError) -> bool {
+        if !is_failover_error(err) {
+            return false;
+        }
+        let _guard = self.inner.resolving.lock().await;
+        if self.read().generation != generation {
+            return true; // someone else already moved on
+        }
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(50);
+        loop {
+            match resolve(&self.inner.target, &self.inner.options).await {
+                Ok((addr, conn)) => {
+                    tracing::warn!(
+                        %addr, after_ms = started.elapsed().as_millis() as u64,
+                        cause = %err, "redis master re-resolved"
+                    );
+                    let mut w = match self.inner.current.write() {
+                        Ok(w) => w,
+                        Err(p) => p.into_inner(),
+                    };
+                    *w = Current {
+                        generation: generation + 1,
+                        addr,
+                        conn,
+                    };
+                    return true;
+                }
+                Err(e) if started.elapsed() < self.inner.options.failover_deadline => {
+                    tracing::debug!(error = %e, "no redis master yet");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(500));
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "no redis master within the failover deadline");
+                    return false;
+                }
+            }
+        }
+    }
+
+    /// Runs `op` on the shared connection, retrying through a failover (re-resolving the master)
+    /// until `failover_deadline`. `op` must be safe to repeat: a write whose reply was lost may
+    /// have been applied.
+    pub async fn run<T, F, Fut>(&self, mut op: F) -> RedisResult<T>
+    where
+        F: FnMut(MultiplexedConnection) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        let started = Instant::now();
+        loop {
+            let lease = self.conn();
+            match op(lease.conn).await {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    if started.elapsed() > self.inner.options.failover_deadline
+                        || !self.recover(lease.generation, &e).await
+                    {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Errors after which the same server will not serve writes again soon: it is gone, demoted, or
+/// the sentinels are mid-failover.
+pub fn is_failover_error(err: &RedisError) -> bool {
+    matches!(
+        err.kind(),
+        ErrorKind::Io
+            | ErrorKind::MasterNameNotFoundBySentinel
+            | ErrorKind::Server(
+                ServerErrorKind::ReadOnly
+                    | ServerErrorKind::MasterDown
+                    | ServerErrorKind::BusyLoading
+                    | ServerErrorKind::TryAgain
+            )
+    ) || err.is_connection_dropped()
+        || err.is_timeout()
+        || err.is_connection_refusal()
+}
+
+async fn open(
+    addr: &str,
+    connect_timeout: Duration,
+    response_timeout: Option<Duration>,
+) -> RedisResult<MultiplexedConnection> {
+    let client = redis::Client::open(addr)?;
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(connect_timeout))
+        .set_response_timeout(response_timeout);
+    client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+}
+
+async fn resolve(
+    target: &RedisTarget,
+    options: &ConnectionOptions,
+) -> RedisResult<(String, MultiplexedConnection)> {
+    match target {
+        RedisTarget::Url(url) => {
+            let conn = open(url, options.connect_timeout, Some(options.response_timeout)).await?;
+            Ok((url.clone(), conn))
+        }
+        RedisTarget::Sentinel {
+            sentinels,
+            master_name,
+        } => resolve_sentinel(sentinels, master_name, options).await,
+    }
+}
+
+/// A sentinel address as a URL: the operator passes `host:port` (REDIS_SENTINELS), people
+/// often write `redis://host:port`; both are accepted.
+fn sentinel_url(address: &str) -> String {
+    if address.contains("://") {
+        address.to_string()
+    } else {
+        format!("redis://{address}/")
+    }
+}
+
+/// Asks each sentinel in turn; takes the first address whose server confirms it is a master.
+async fn resolve_sentinel(
+    sentinels: &[String],
+    master_name: &str,
+    options: &ConnectionOptions,
+) -> RedisResult<(String, MultiplexedConnection)> {
+    if sentinels.is_empty() {
+        return Err(RedisError::from((
+            ErrorKind::EmptySentinelList,
+            "no sentinel addresses",
+        )));
+    }
+    let mut last = String::new();
+    for sentinel in sentinels {
+        let sentinel = &sentinel_url(sentinel);
+        let answer: RedisResult<Option<(String, u16)>> = async {
+            let mut conn = open(
+                sentinel,
+                options.connect_timeout,
+                Some(options.connect_timeout),
+            )
+            .await?;
+            redis::cmd("SENTINEL")
+                .arg("get-master-addr-by-name")
+                .arg(master_name)
+                .query_async(&mut conn)
+                .await
+        }
+        .await;
+        let (host, port) = match answer {
+            Ok(Some(a)) => a,
+            Ok(None) => {
+                last = format!("{sentinel} does not know {master_name}");
+                continue;
+            }
+            Err(e) => {
+                last = format!("{sentinel}: {e}");
+                continue;
+            }
+        };
+        let addr = format!("redis://{host}:{port}/");
+        match open(
+            &addr,
+            options.connect_timeout,
+            Some(options.response_timeout),
+        )
+        .await
+        {
+            Ok(mut conn) => {
+                let role: RedisResult<redis::Role> =
+                    redis::cmd("ROLE").query_async(&mut conn).await;
+                match role {
+                    Ok(redis::Role::Primary { .. }) => return Ok((addr, conn)),
+                    Ok(_) => last = format!("{addr} (named by {sentinel}) is not a master yet"),
+                    Err(e) => last = format!("{addr}: {e}"),
+                }
+            }
+            Err(e) => last = format!("{addr} (named by {sentinel}): {e}"),
+        }
+    }
+    Err(RedisError::from((
+        ErrorKind::MasterNameNotFoundBySentinel,
+        "no sentinel named a reachable master",
+        last,
+    )))
+}
+
+impl From<crate::config::RedisEndpoint> for RedisTarget {
+    fn from(e: crate::config::RedisEndpoint) -> Self {
+        match e {
+            crate::config::RedisEndpoint::Url(url) => Self::Url(url),
+            crate::config::RedisEndpoint::Sentinel {
+                sentinels,
+                master_name,
+            } => Self::Sentinel {
+                sentinels,
+                master_name,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sentinel_url;
+
+    #[test]
+    fn sentinel_addresses_may_omit_the_scheme() {
+        assert_eq!(
+            sentinel_url("demo-sentinel-0.demo:26379"),
+            "redis://demo-sentinel-0.demo:26379/"
+        );
+        assert_eq!(
+            sentinel_url("redis://10.0.0.1:26379"),
+            "redis://10.0.0.1:26379"
+        );
+    }
+}

@@ -1,0 +1,375 @@
+//! Enqueue, with durability. One script writes the job record, its idempotency key and its place
+//! in a wait list (or the delayed set) atomically; re-running it for an id that exists is a no-op,
+//! so an enqueue whose reply was lost can be retried safely, including across a failover.
+//!
+//! Durability: Redis acknowledges a write before any replica has it, so a failover right after
+//! could lose it. With `Durability::replicas > 0` the enqueue returns only after `WAIT` confirms
+//! that many replicas hold it (Sentinel promotes the most up-to-date replica, so such a job
+//! survives losing the master). `WAIT` blocks its connection, so it never runs on the shared
+//! multiplexed one: a few "lanes", each with a connection of its own, take whatever enqueues are
+//! pending, send them as one pipeline ending in a single `WAIT`, and answer them all (group
+//! commit). Under load one `WAIT` covers a whole batch; alone, an enqueue costs one round trip.
+
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use redis::{Cmd, Script, Value};
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+use crate::queue::Queue;
+use crate::queue::connection::{RedisHandle, is_failover_error};
+use crate::queue::error::{QueueError, Result, protocol};
+use crate::queue::job::{NewJob, new_job_id};
+use crate::queue::keys::Keys;
+use crate::queue::lease::{as_i64, as_string};
+use crate::queue::script::{PRELUDE, build};
+
+/// How many replicas must hold a job before enqueue returns, and how long to wait for them.
+#[derive(Debug, Clone, Copy)]
+pub struct Durability {
+    /// 0 turns the wait off (a failover may then lose just-acknowledged jobs).
+    pub replicas: u32,
+    pub timeout: Duration,
+    /// Group-commit connections (batches in flight at once).
+    pub lanes: usize,
+}
+
+impl Default for Durability {
+    fn default() -> Self {
+        Self {
+            replicas: 1,
+            timeout: Duration::from_secs(2),
+            // Fewer lanes make bigger batches (fewer WAITs); two overlap one batch's round trip
+            // with the next. Measured on loopback, 1-4 lanes were within noise, 8 was slower.
+            lanes: 2,
+        }
+    }
+}
+
+impl Durability {
+    /// No replica wait: for a standalone Redis (local demo, tests). A failover may then lose
+    /// jobs whose enqueue already returned.
+    pub fn none() -> Self {
+        Self {
+            replicas: 0,
+            ..Self::default()
+        }
+    }
+}
+
+/// The outcome of one enqueue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enqueued {
+    pub id: String,
+    /// False when the idempotency key (or the id) already named a job: `id` is that job.
+    pub created: bool,
+}
+
+// KEYS: job, idempotency key, wait list of its priority, delayed, signal.
+// ARGV: id, type, payload, priority, max attempts, backoff base ms, backoff max ms, delay ms,
+//       traceparent, idempotency key, idempotency window ms.
+const ENQUEUE_BODY: &str = r#"
+if ARGV[10] ~= '' then
+  local existing = redis.call('GET', KEYS[2])
+  if existing then return {0, existing} end
+end
+if redis.call('EXISTS', KEYS[1]) == 1 then return {0, ARGV[1]} end
+local now = now_ms()
+local delay = tonumber(ARGV[8])
+local state = 'waiting'
+if delay > 0 then state = 'delayed' end
+redis.call('HSET', KEYS[1], 'id', ARGV[1], 'type', ARGV[2], 'payload', ARGV[3],
+  'priority', ARGV[4], 'attempts', 0, 'max_attempts', ARGV[5], 'backoff_base_ms', ARGV[6],
+  'backoff_max_ms', ARGV[7], 'state', state, 'created_at', now, 'traceparent', ARGV[9],
+  'idem_key', ARGV[10])
+if delay > 0 then
+  redis.call('HSET', KEYS[1], 'run_at', now + delay)
+  redis.call('ZADD', KEYS[4], now + delay, ARGV[1])
+else
+  redis.call('HSET', KEYS[1], 'ready_at', now)
+  redis.call('LPUSH', KEYS[3], ARGV[1])
+  redis.call('LPUSH', KEYS[5], 1)
+  redis.call('LTRIM', KEYS[5], 0, 63)
+end
+if ARGV[10] ~= '' then redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[11]) end
+return {1, ARGV[1]}
+"#;
+
+static ENQUEUE: LazyLock<Script> = LazyLock::new(|| build(&[PRELUDE, ENQUEUE_BODY]));
+
+impl Queue {
+    /// Enqueues one job; returns once it is durable (see [`Durability`]).
+    pub async fn enqueue(&self, job: NewJob) -> Result<Enqueued> {
+        let mut out = self.enqueue_many(vec![job]).await?;
+        out.pop().ok_or_else(|| protocol("enqueue", "empty reply"))
+    }
+
+    /// Enqueues jobs in one pipeline (and one `WAIT`). Results are in input order.
+    pub async fn enqueue_many(&self, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>> {
+        let mut cmds = Vec::with_capacity(jobs.len());
+        for job in &jobs {
+            job.validate()?;
+            cmds.push(enqueue_cmd(
+                self.keys(),
+                job,
+                self.config().idempotency_window,
+            )?);
+        }
+        let types: Vec<String> = jobs.into_iter().map(|j| j.job_type).collect();
+        let result = match &self.inner.committer {
+            Some(committer) => committer.submit(cmds).await,
+            None => commit_direct(self.handle(), &cmds).await,
+        }?;
+        if let Some(m) = &self.config().metrics {
+            for (e, t) in result.iter().zip(&types) {
+                if e.created {
+                    m.enqueued(self.name().as_str(), t);
+                }
+            }
+        }
+        Ok(result)
+    }
+}
+
+/// Jobs travel through Redis memory and every worker's claim reply; big blobs belong in storage.
+pub const MAX_PAYLOAD_BYTES: usize = 512 * 1024;
+
+fn enqueue_cmd(keys: &Keys, job: &NewJob, idem_window: Duration) -> Result<Cmd> {
+    let id = job.id.clone().unwrap_or_else(new_job_id);
+    let idem = job.idempotency_key.clone().unwrap_or_default();
+    let payload = serde_json::to_string(&job.payload)?;
+    if payload.len() > MAX_PAYLOAD_BYTES {
+        return Err(QueueError::InvalidJob(format!(
+            "payload is {} bytes; the limit is {MAX_PAYLOAD_BYTES} (store large data elsewhere and pass a reference)",
+            payload.len()
+        )));
+    }
+    let mut inv = ENQUEUE.prepare_invoke();
+    inv.key(keys.job(&id))
+        .key(keys.idempotency(&idem))
+        .key(keys.wait(job.priority))
+        .key(keys.delayed())
+        .key(keys.signal())
+        .arg(&id)
+        .arg(&job.job_type)
+        .arg(payload)
+        .arg(job.priority.rank())
+        .arg(job.max_attempts)
+        .arg(job.backoff.base.as_millis() as u64)
+        .arg(job.backoff.max.as_millis() as u64)
+        .arg(job.delay.as_millis() as u64)
+        .arg(job.traceparent.as_deref().unwrap_or(""))
+        .arg(&idem)
+        .arg(idem_window.as_millis().max(1) as u64);
+    // EVALSHA, for use in pipelines; NOSCRIPT is handled by loading and resending the batch.
+    Ok(Cmd::invoke_script(&inv))
+}
+
+fn parse_enqueued(v: &Value) -> Result<Enqueued> {
+    match v {
+        Value::Array(parts) => {
+            let created = parts.first().and_then(as_i64) == Some(1);
+            let id = parts
+                .get(1)
+                .and_then(as_string)
+                .ok_or_else(|| protocol("enqueue", parts))?;
+            Ok(Enqueued { id, created })
+        }
+        other => Err(protocol("enqueue", other)),
+    }
+}
+
+fn is_noscript(e: &redis::RedisError) -> bool {
+    e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
+}
+
+/// Without durability: one pipeline on the shared connection.
+async fn commit_direct(handle: &RedisHandle, cmds: &[Cmd]) -> Result<Vec<Enqueued>> {
+    let values: Vec<Value> = handle
+        .run(|mut conn| {
+            let mut pipe = redis::pipe();
+            for c in cmds {
+                pipe.add_command(c.clone());
+            }
+            async move {
+                match pipe.query_async(&mut conn).await {
+                    Err(e) if is_noscript(&e) => {
+                        ENQUEUE.load_async(&mut conn).await?;
+                        pipe.query_async(&mut conn).await
+                    }
+                    other => other,
+                }
+            }
+        })
+        .await?;
+    values.iter().map(parse_enqueued).collect()
+}
+
+struct Request {
+    cmds: Vec<Cmd>,
+    reply: oneshot::Sender<Result<Vec<Enqueued>>>,
+}
+
+/// The group-commit lanes of one queue.
+pub(crate) struct Committer {
+    tx: mpsc::Sender<Request>,
+}
+
+impl Committer {
+    pub(crate) fn start(handle: RedisHandle, durability: Durability) -> Self {
+        let (tx, rx) = mpsc::channel::<Request>(4096);
+        let rx = Arc::new(Mutex::new(rx));
+        for _ in 0..durability.lanes.max(1) {
+            tokio::spawn(lane(handle.clone(), durability, rx.clone()));
+        }
+        Self { tx }
+    }
+
+    async fn submit(&self, cmds: Vec<Cmd>) -> Result<Vec<Enqueued>> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Request { cmds, reply })
+            .await
+            .map_err(|_| QueueError::Closed)?;
+        rx.await.map_err(|_| QueueError::Closed)?
+    }
+}
+
+const MAX_BATCH_CMDS: usize = 1000;
+
+async fn lane(
+    handle: RedisHandle,
+    durability: Durability,
+    rx: Arc<Mutex<mpsc::Receiver<Request>>>,
+) {
+    let mut conn: Option<(u64, redis::aio::MultiplexedConnection)> = None;
+    loop {
+        // Hold the receiver only while collecting, so other lanes batch while this one waits.
+        let batch = {
+            let mut rx = rx.lock().await;
+            let Some(first) = rx.recv().await else { return };
+            let mut n = first.cmds.len();
+            let mut batch = vec![first];
+            while n < MAX_BATCH_CMDS {
+                match rx.try_recv() {
+                    Ok(r) => {
+                        n += r.cmds.len();
+                        batch.push(r);
+                    }
+                    Err(_) => break,
+                }
+            }
+            batch
+        };
+        let cmds: Vec<&Cmd> = batch.iter().flat_map(|r| r.cmds.iter()).collect();
+        let result = commit_durable(&handle, durability, &mut conn, &cmds).await;
+        match result {
+            Ok((values, acked)) => {
+                let durable = acked >= i64::from(durability.replicas);
+                let mut values = values.into_iter();
+                for req in batch {
+                    let mine: Result<Vec<Enqueued>> = values
+                        .by_ref()
+                        .take(req.cmds.len())
+                        .map(|v| v.and_then(|v| parse_enqueued(&v)))
+                        .collect();
+                    let reply = match mine {
+                        Ok(jobs) if !durable => Err(QueueError::NotDurable {
+                            ids: jobs.into_iter().map(|e| e.id).collect(),
+                            acked,
+                            wanted: durability.replicas,
+                            timeout: durability.timeout,
+                        }),
+                        other => other,
+                    };
+                    let _ = req.reply.send(reply);
+                }
+            }
+            Err(e) => {
+                for req in batch {
+                    let err = match &e {
+                        QueueError::Redis(r) => QueueError::Redis(r.clone()),
+                        other => protocol("durable enqueue", other.to_string()),
+                    };
+                    let _ = req.reply.send(Err(err));
+                }
+            }
+        }
+    }
+}
+
+/// Sends the batch and one `WAIT` on the lane's own connection; follows a failover (re-sending
+/// is safe: the script skips ids that exist). Returns the script replies and how many replicas
+/// acknowledged them.
+async fn commit_durable(
+    handle: &RedisHandle,
+    durability: Durability,
+    conn: &mut Option<(u64, redis::aio::MultiplexedConnection)>,
+    cmds: &[&Cmd],
+) -> Result<(Vec<Result<Value>>, i64)> {
+    let started = std::time::Instant::now();
+    let deadline = handle.options().failover_deadline;
+    let timeout_ms = durability.timeout.as_millis().max(1) as u64;
+    loop {
+        let current = handle.conn().generation;
+        if conn.as_ref().is_none_or(|(g, _)| *g != current) {
+            // Response timeout above the WAIT timeout so a slow WAIT is not cut short.
+            match handle
+                .dedicated(Some(handle.options().response_timeout + durability.timeout))
+                .await
+            {
+                Ok(l) => *conn = Some((l.generation, l.conn)),
+                Err(e) => {
+                    if started.elapsed() < deadline && handle.recover(current, &e).await {
+                        continue;
+                    }
+                    return Err(e.into());
+                }
+            }
+        }
+        let Some((generation, c)) = conn.as_mut() else {
+            continue;
+        };
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        for cmd in cmds {
+            pipe.add_command((*cmd).clone());
+        }
+        pipe.cmd("WAIT").arg(durability.replicas).arg(timeout_ms);
+        let reply: redis::RedisResult<Vec<redis::RedisResult<Value>>> = pipe.query_async(c).await;
+        let err = match reply {
+            Ok(mut values) => {
+                let acked = values
+                    .pop()
+                    .and_then(|v| v.ok())
+                    .as_ref()
+                    .and_then(as_i64)
+                    .unwrap_or(0);
+                let first_err = values.iter().find_map(|v| v.as_ref().err()).cloned();
+                match first_err {
+                    None => {
+                        let values = values
+                            .into_iter()
+                            .map(|v| v.map_err(QueueError::from))
+                            .collect();
+                        return Ok((values, acked));
+                    }
+                    Some(e) if is_noscript(&e) => {
+                        ENQUEUE.load_async(c).await?;
+                        continue;
+                    }
+                    Some(e) => e,
+                }
+            }
+            Err(e) => e,
+        };
+        let gen_now = *generation;
+        if is_failover_error(&err) {
+            *conn = None;
+        }
+        if started.elapsed() < deadline && handle.recover(gen_now, &err).await {
+            continue;
+        }
+        return Err(err.into());
+    }
+}
