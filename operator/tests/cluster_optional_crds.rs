@@ -118,9 +118,10 @@ async fn prometheus_rule_service_monitor_and_scaled_object_appear_only_with_thei
         async move { scaled.get_opt("shop-worker").await.ok().flatten() }
     })
     .await;
+    assert_eq!(so.data["spec"]["triggers"][0]["type"], "redis-sentinel");
     assert_eq!(
-        so.data["spec"]["triggers"][0]["type"],
-        "redis-sentinel-streams"
+        so.data["spec"]["triggers"][0]["metadata"]["listName"],
+        "q:{jobs}:wait:0"
     );
     eventually("worker HPA replaced", || {
         let client = client.clone();

@@ -384,7 +384,7 @@ async fn children_are_created_updated_restored_pruned_and_collected() {
             &PatchParams::apply("intruder").force(),
             &Patch::Apply(json!({
                 "apiVersion": "v1", "kind": "ConfigMap",
-                "data": {"LOG_LEVEL": "trace"}
+                "data": {"RUST_LOG": "trace"}
             })),
         )
         .await
