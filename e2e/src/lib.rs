@@ -5,6 +5,7 @@
 //! and the operator runs out-of-cluster with the chart's ServiceAccount token instead of from
 //! its image.
 
+pub mod children;
 mod cluster;
 mod steps;
 

@@ -6,10 +6,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
-use kube::Api;
-use kube::api::DynamicObject;
 use serde_json::Value;
 
+use crate::children::{ChildRef, get, parse_rendered};
 use crate::cluster::{Cluster, Mode, run};
 
 pub const RELEASE: &str = "scalable-operator";
@@ -36,14 +35,6 @@ struct App {
     name: String,
     namespace: String,
     children: Vec<ChildRef>,
-}
-
-#[derive(Debug, Clone)]
-struct ChildRef {
-    api_version: String,
-    kind: String,
-    namespace: Option<String>,
-    name: String,
 }
 
 /// Stops the out-of-cluster operator when the suite ends.
@@ -344,7 +335,7 @@ async fn apply_example(cluster: &Cluster, options: &Options) -> anyhow::Result<A
             "--service-monitors",
         ])
         .stderr(Stdio::inherit()))?;
-    let children = parse_children(&rendered)?;
+    let children = parse_rendered(&rendered)?;
     ensure!(
         children.len() >= 10,
         "render lists only {} children",
@@ -356,7 +347,7 @@ async fn apply_example(cluster: &Cluster, options: &Options) -> anyhow::Result<A
         || async {
             let mut missing = Vec::new();
             for child in &children {
-                if get(cluster, child).await?.is_none() {
+                if get(&cluster.client, child).await?.is_none() {
                     missing.push(format!("{} {}", child.kind, child.name));
                 }
             }
@@ -373,43 +364,6 @@ async fn apply_example(cluster: &Cluster, options: &Options) -> anyhow::Result<A
         namespace: namespace.to_string(),
         children,
     })
-}
-
-fn parse_children(yaml: &str) -> anyhow::Result<Vec<ChildRef>> {
-    let mut out = Vec::new();
-    for doc in yaml.split("\n---") {
-        let body: String = doc
-            .lines()
-            .filter(|l| !l.starts_with('#'))
-            .collect::<Vec<_>>()
-            .join("\n");
-        if body.trim().is_empty() {
-            continue;
-        }
-        let v: Value = serde_saphyr::from_str(&body)?;
-        let field = |p: &str| v.pointer(p).and_then(Value::as_str).map(str::to_string);
-        out.push(ChildRef {
-            api_version: field("/apiVersion").context("apiVersion")?,
-            kind: field("/kind").context("kind")?,
-            namespace: field("/metadata/namespace"),
-            name: field("/metadata/name").context("name")?,
-        });
-    }
-    Ok(out)
-}
-
-async fn get(cluster: &Cluster, child: &ChildRef) -> anyhow::Result<Option<DynamicObject>> {
-    let (group, version) = child
-        .api_version
-        .split_once('/')
-        .unwrap_or(("", &child.api_version));
-    let gvk = kube::api::GroupVersionKind::gvk(group, version, &child.kind);
-    let (resource, _) = kube::discovery::pinned_kind(&cluster.client, &gvk).await?;
-    let api: Api<DynamicObject> = match &child.namespace {
-        Some(ns) => Api::namespaced_with(cluster.client.clone(), ns, &resource),
-        None => Api::all_with(cluster.client.clone(), &resource),
-    };
-    Ok(api.get_opt(&child.name).await?)
 }
 
 async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut check: F) -> anyhow::Result<()>
@@ -475,7 +429,7 @@ async fn alert_rules(cluster: &Cluster, app: &App) -> anyhow::Result<()> {
         .iter()
         .find(|c| c.kind == "PrometheusRule")
         .context("the operator renders no PrometheusRule although its CRD is installed")?;
-    let live = get(cluster, rule)
+    let live = get(&cluster.client, rule)
         .await?
         .context("PrometheusRule missing")?;
     let groups = live
@@ -513,7 +467,7 @@ async fn delete_app(cluster: &Cluster, app: &App) -> anyhow::Result<()> {
         || async {
             let mut left = Vec::new();
             for child in &app.children {
-                if get(cluster, child).await?.is_some() {
+                if get(&cluster.client, child).await?.is_some() {
                     left.push(format!("{} {}", child.kind, child.name));
                 }
             }

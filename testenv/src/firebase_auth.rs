@@ -106,31 +106,25 @@ impl AuthEmulator {
 
     /// Signs up a user with email and password (the client SDK's REST call).
     pub async fn sign_up(&self, email: &str, password: &str) -> Result<SignedUpUser> {
-        let body = self
-            .post(
-                "identitytoolkit.googleapis.com/v1/accounts:signUp?key=fake-api-key",
-                json!({"email": email, "password": password, "returnSecureToken": true}),
-                None,
-            )
-            .await?;
-        let field = |name: &str| {
-            body.get(name)
-                .and_then(Value::as_str)
-                .map(str::to_string)
-                .ok_or_else(|| Error::Other(format!("signUp answer has no {name}: {body}")))
-        };
-        Ok(SignedUpUser {
-            uid: field("localId")?,
-            id_token: field("idToken")?,
-            refresh_token: field("refreshToken")?,
-        })
+        self.password_call("accounts:signUp", email, password).await
     }
 
     /// Signs in again, returning a fresh ID token (custom claims set since are included).
     pub async fn sign_in(&self, email: &str, password: &str) -> Result<SignedUpUser> {
+        self.password_call("accounts:signInWithPassword", email, password)
+            .await
+    }
+
+    async fn password_call(
+        &self,
+        method: &str,
+        email: &str,
+        password: &str,
+    ) -> Result<SignedUpUser> {
+        let path = format!("identitytoolkit.googleapis.com/v1/{method}?key=fake-api-key");
         let body = self
             .post(
-                "identitytoolkit.googleapis.com/v1/accounts:signInWithPassword?key=fake-api-key",
+                &path,
                 json!({"email": email, "password": password, "returnSecureToken": true}),
                 None,
             )
@@ -139,7 +133,7 @@ impl AuthEmulator {
             body.get(name)
                 .and_then(Value::as_str)
                 .map(str::to_string)
-                .ok_or_else(|| Error::Other(format!("signIn answer has no {name}: {body}")))
+                .ok_or_else(|| Error::Other(format!("{method} answer has no {name}: {body}")))
         };
         Ok(SignedUpUser {
             uid: field("localId")?,

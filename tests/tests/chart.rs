@@ -8,8 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
+use e2e::children::{get, parse_rendered};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::DynamicObject;
 use kube::{Api, ResourceExt};
 use serde_json::Value;
 use testenv::{ControlPlane, Helm, Tools, repo_root};
@@ -382,7 +382,7 @@ async fn the_charts_service_account_reconciles_an_app_with_least_privilege() -> 
         .stderr(Stdio::inherit())
         .output()?;
     ensure!(rendered.status.success(), "operator render failed");
-    let expected = expected_children(&String::from_utf8(rendered.stdout)?)?;
+    let expected = parse_rendered(&String::from_utf8(rendered.stdout)?)?;
     ensure!(
         expected.len() >= 10,
         "render lists {} children",
@@ -395,7 +395,7 @@ async fn the_charts_service_account_reconciles_an_app_with_least_privilege() -> 
     while !missing.is_empty() {
         let mut still = Vec::new();
         for child in missing {
-            if !exists(&client, &child).await? {
+            if get(&client, &child).await?.is_none() {
                 still.push(child);
             }
         }
@@ -414,51 +414,6 @@ async fn the_charts_service_account_reconciles_an_app_with_least_privilege() -> 
         "the chart's RBAC denied the operator something:\n{log}"
     );
     Ok(())
-}
-
-#[derive(Debug, Clone)]
-struct ExpectedChild {
-    api_version: String,
-    kind: String,
-    namespace: Option<String>,
-    name: String,
-}
-
-fn expected_children(yaml: &str) -> anyhow::Result<Vec<ExpectedChild>> {
-    let mut out = Vec::new();
-    for doc in yaml.split("\n---") {
-        let body: String = doc
-            .lines()
-            .filter(|l| !l.starts_with('#'))
-            .collect::<Vec<_>>()
-            .join("\n");
-        if body.trim().is_empty() {
-            continue;
-        }
-        let v: Value = serde_saphyr::from_str(&body)?;
-        let field = |p: &str| v.pointer(p).and_then(Value::as_str).map(str::to_string);
-        out.push(ExpectedChild {
-            api_version: field("/apiVersion").context("apiVersion")?,
-            kind: field("/kind").context("kind")?,
-            namespace: field("/metadata/namespace"),
-            name: field("/metadata/name").context("name")?,
-        });
-    }
-    Ok(out)
-}
-
-async fn exists(client: &kube::Client, child: &ExpectedChild) -> anyhow::Result<bool> {
-    let (group, version) = match child.api_version.split_once('/') {
-        Some((g, v)) => (g.to_string(), v.to_string()),
-        None => (String::new(), child.api_version.clone()),
-    };
-    let gvk = kube::api::GroupVersionKind::gvk(&group, &version, &child.kind);
-    let (resource, _caps) = kube::discovery::pinned_kind(client, &gvk).await?;
-    let api: Api<DynamicObject> = match &child.namespace {
-        Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
-        None => Api::all_with(client.clone(), &resource),
-    };
-    Ok(api.get_opt(&child.name).await?.is_some())
 }
 
 fn base64_file(path: &Path) -> anyhow::Result<String> {
