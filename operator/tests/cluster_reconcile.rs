@@ -657,17 +657,25 @@ async fn a_same_named_object_of_someone_else_is_never_taken_over() {
         ),
         "{degraded}"
     );
+    // The Event is recorded after the status is written, so it may land a moment later.
     let events: Api<Event> = Api::namespaced(client.clone(), ns);
-    let warned = events
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .any(|e| {
-            e.reason.as_deref() == Some("ReconcileFailed") && e.type_.as_deref() == Some("Warning")
-        });
-    assert!(warned, "no ReconcileFailed warning Event");
+    eventually("a ReconcileFailed warning Event", || {
+        let events = events.clone();
+        async move {
+            events
+                .list(&ListParams::default())
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .any(|e| {
+                    e.reason.as_deref() == Some("ReconcileFailed")
+                        && e.type_.as_deref() == Some("Warning")
+                })
+                .then_some(())
+        }
+    })
+    .await;
     let untouched = configs.get("shop-config").await.unwrap();
     assert!(
         untouched.metadata.owner_references.is_none(),
