@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use platform::config::{FirestoreArgs, RedisArgs};
+use platform::queue::QueueName;
 
 pub const GOOGLE_ID_TOKEN_KEYS: &str =
     "https://www.googleapis.com/robot/v1/metadata/x509/securetoken@system.gserviceaccount.com";
@@ -52,6 +53,9 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub rate_limit: RateLimitArgs,
+
+    #[command(flatten)]
+    pub jobs: JobsArgs,
 
     /// After SIGTERM, how long /readyz reports false while requests are still served, so the
     /// load balancer stops sending new ones before the listener closes.
@@ -121,6 +125,24 @@ pub struct RateLimitArgs {
     /// Take the client IP from the first X-Forwarded-For entry (only behind a proxy that sets it).
     #[arg(long, env = "API_TRUST_FORWARDED_FOR", default_value_t = false)]
     pub trust_forwarded_for: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct JobsArgs {
+    /// Queue that `POST /v1/jobs` enqueues into (the workers' `WORKER_QUEUES` must include it).
+    #[arg(long, env = "API_JOBS_QUEUE", default_value = "jobs", value_parser = queue_name)]
+    pub jobs_queue: QueueName,
+    /// Replicas that must hold a job before `POST /v1/jobs` answers 202 (0 = do not wait; a
+    /// failover may then lose accepted jobs). With no replica, every enqueue answers 503.
+    #[arg(long, env = "API_JOBS_DURABLE_REPLICAS", default_value_t = 1)]
+    pub jobs_durable_replicas: u32,
+    /// How long to wait for those replicas before answering 503.
+    #[arg(long, env = "API_JOBS_DURABLE_TIMEOUT_MS", default_value_t = 2000)]
+    pub jobs_durable_timeout_ms: u64,
+}
+
+fn queue_name(s: &str) -> Result<QueueName, String> {
+    QueueName::new(s).map_err(|e| e.to_string())
 }
 
 impl ServeArgs {

@@ -1,10 +1,12 @@
 //! The `api-server serve` HTTP API: Firebase-authenticated documents in Firestore, cached in
-//! Redis, rate limited across replicas. The binary in `main.rs` only parses the command line;
-//! everything here takes its dependencies as values so tests build it against real services.
+//! Redis, rate limited across replicas, and background jobs published to the Redis job queue.
+//! The binary in `main.rs` only parses the command line; everything here takes its dependencies
+//! as values so tests build it against real services.
 
 pub mod auth;
 pub mod config;
 pub mod documents;
+pub mod jobs;
 pub mod observability;
 pub mod openapi;
 pub mod problem;

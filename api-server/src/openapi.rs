@@ -8,7 +8,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::{Modify, OpenApi, ToSchema};
 
 use crate::documents::handlers;
-use crate::routes;
+use crate::{jobs, routes};
 
 /// RFC 9457 problem details: the body of every error response.
 #[derive(Serialize, ToSchema)]
@@ -77,6 +77,84 @@ pub struct Revoked {
     pub revoked_at: i64,
 }
 
+/// The job types the API publishes (the worker's built-in handlers).
+#[derive(Serialize, ToSchema)]
+pub enum JobType {
+    #[serde(rename = "noop")]
+    Noop,
+    #[serde(rename = "sleep")]
+    Sleep,
+    #[serde(rename = "webhook.deliver")]
+    WebhookDeliver,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum JobPriority {
+    Critical,
+    High,
+    Normal,
+    Low,
+}
+
+/// A job to publish.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JobRequest {
+    /// `noop`, `sleep` (payload `{"ms": 0..=3600000}`) or `webhook.deliver` (payload
+    /// `{"url": "http(s)://…", "body": <any JSON>}`).
+    #[serde(rename = "type")]
+    pub job_type: JobType,
+    /// A JSON object; the member `_owner` is reserved.
+    #[schema(value_type = Option<Object>)]
+    pub payload: Option<Map<String, Value>>,
+    /// Repeating a key (per caller, within 24 h) returns the existing job instead of a new one.
+    /// At most 200 bytes.
+    #[schema(min_length = 1, max_length = 200)]
+    pub idempotency_key: Option<String>,
+    /// Run no earlier than this many seconds from now (at most 30 days).
+    #[schema(maximum = 2592000)]
+    pub delay_seconds: Option<u64>,
+    /// Claimed before lower priorities; `normal` when absent.
+    pub priority: Option<JobPriority>,
+}
+
+/// An accepted job.
+#[derive(Serialize, ToSchema)]
+pub struct JobAccepted {
+    pub id: String,
+    /// `waiting`, `delayed`, or for a repeated idempotency key the existing job's state.
+    pub state: String,
+}
+
+/// A job's record.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JobOut {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub job_type: String,
+    /// `waiting`, `delayed`, `active`, `completed` or `dead` (dead-lettered).
+    pub state: String,
+    pub priority: String,
+    /// Attempts started so far.
+    pub attempts: u32,
+    pub max_attempts: u32,
+    /// Any JSON the handler reported.
+    pub progress: Option<Value>,
+    /// The handler's result (any JSON), once completed.
+    pub result: Option<Value>,
+    /// The last failed attempt's error.
+    pub last_error: Option<String>,
+    /// The publisher's uid.
+    pub owner: Option<String>,
+    /// RFC 3339 timestamps (Redis clock).
+    pub created_at: Option<String>,
+    pub run_at: Option<String>,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+}
+
 struct Security;
 
 impl Modify for Security {
@@ -106,7 +184,7 @@ impl Modify for Security {
 #[openapi(
     info(
         title = "ScalableApp API",
-        description = "Documents owned by Firebase users, stored in Firestore and cached in Redis.",
+        description = "Documents owned by Firebase users, stored in Firestore and cached in Redis; background jobs on a Redis queue.",
         version = "1.0.0"
     ),
     paths(
@@ -116,9 +194,11 @@ impl Modify for Security {
         handlers::list,
         handlers::get,
         handlers::patch,
-        handlers::delete
+        handlers::delete,
+        jobs::create,
+        jobs::get
     ),
-    components(schemas(ProblemDetails, DocumentOut, ListedDocument, DocumentPage, Me, RevokeRequest, Revoked)),
+    components(schemas(ProblemDetails, DocumentOut, ListedDocument, DocumentPage, Me, RevokeRequest, Revoked, JobType, JobPriority, JobRequest, JobAccepted, JobOut)),
     modifiers(&Security),
     security(("firebase_id_token" = []), ("firebase_session_cookie" = []))
 )]

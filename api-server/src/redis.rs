@@ -88,6 +88,11 @@ impl Redis {
         });
     }
 
+    /// The underlying handle, for the job queue (which retries through a failover itself).
+    pub fn handle(&self) -> &RedisHandle {
+        &self.handle
+    }
+
     /// PING, for /readyz.
     pub async fn ping(&self) -> RedisResult<()> {
         self.call("ping", |mut c| async move {

@@ -19,13 +19,16 @@ use crate::documents::{handlers, validation};
 use crate::observability::{self, TraceContext};
 use crate::problem::{self, Problem};
 use crate::state::AppState;
-use crate::{ratelimit, shutdown};
+use crate::{jobs, ratelimit, shutdown};
 
 pub fn public(state: AppState) -> Router {
     // Layers run outside-in: authenticate first, so the rate limit is keyed by uid.
     let authenticated = Router::new()
         .route("/v1/me", get(me))
         .route("/v1/auth/revoke", post(revoke))
+        // Static segments win over `/v1/{collection}` ("jobs" is a reserved collection name).
+        .route("/v1/jobs", post(jobs::create))
+        .route("/v1/jobs/{id}", get(jobs::get))
         .route(
             "/v1/{collection}",
             post(handlers::create).get(handlers::list),

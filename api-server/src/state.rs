@@ -13,6 +13,7 @@ use crate::auth::keys::KeyStore;
 use crate::auth::revocation::{AdminCredentials, Revocations};
 use crate::config::ServeArgs;
 use crate::documents::{DocCache, Documents, Store};
+use crate::jobs::Jobs;
 use crate::observability::Metrics;
 use crate::ratelimit::RateLimiter;
 use crate::redis::Redis;
@@ -38,12 +39,14 @@ pub struct Shared {
     pub verifier: Arc<Verifier>,
     pub documents: Arc<Documents>,
     pub rate_limiter: Arc<RateLimiter>,
+    pub jobs: Jobs,
     pub session_cookie_name: Arc<str>,
     pub trust_forwarded_for: bool,
     draining: AtomicBool,
 }
 
 impl AppState {
+    /// Must be called inside a Tokio runtime (the job queue starts its commit tasks).
     pub fn new(args: &ServeArgs, redis: Redis, db: FirestoreDb, metrics: Metrics) -> Self {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(3))
@@ -99,7 +102,9 @@ impl AppState {
             args.rate_limit.rate_limit_fail,
             metrics.clone(),
         );
+        let jobs = Jobs::new(&args.jobs, &redis);
         Self(Arc::new(Shared {
+            jobs,
             metrics,
             redis,
             db,

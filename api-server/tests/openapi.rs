@@ -33,6 +33,8 @@ fn document_is_openapi_3_1_and_describes_every_route() -> anyhow::Result<()> {
         ("/v1/{collection}/{id}", "get"),
         ("/v1/{collection}/{id}", "patch"),
         ("/v1/{collection}/{id}", "delete"),
+        ("/v1/jobs", "post"),
+        ("/v1/jobs/{id}", "get"),
     ] {
         let op = &doc["paths"][path][method];
         assert!(op.is_object(), "{method} {path} missing");

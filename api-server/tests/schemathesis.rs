@@ -46,6 +46,8 @@ async fn schemathesis_finds_no_server_errors_or_schema_violations() -> anyhow::R
         ("FIRESTORE_EMULATOR_HOST", firestore.host()),
         ("FIREBASE_AUTH_EMULATOR_HOST", auth.host()),
         ("API_RATE_LIMIT", "1000000".to_string()),
+        // A standalone Redis has no replica to confirm jobs (every POST /v1/jobs would be 503).
+        ("API_JOBS_DURABLE_REPLICAS", "0".to_string()),
     ])
     .await?;
     // Revoking one's own tokens is a valid request: the fuzzer gets a user of its own for
@@ -54,15 +56,38 @@ async fn schemathesis_finds_no_server_errors_or_schema_violations() -> anyhow::R
         &server,
         &auth,
         "fuzzer",
-        &["--exclude-path", "/v1/auth/revoke"],
+        &["--exclude-path-regex", "^/v1/(auth/revoke|jobs)"],
+        2,
     )
     .await?;
     assert!(documents.contains("/v1/{collection}"), "{documents}");
+    // The jobs routes in a run of their own, on one worker: with more operations on two
+    // workers, CPython 3.11.7's thread-unsafe `ast.parse` (hypothesis describing a filter
+    // lambda) intermittently aborted the coverage phase with "AST constructor recursion depth
+    // mismatch", a fuzzer crash rather than a finding.
+    let jobs = run(
+        &server,
+        &auth,
+        "publisher",
+        // No stateful phase: the links it infers from Location lead to the excluded
+        // `/v1/{collection}/{id}`; tests/jobs.rs reads published jobs back.
+        &[
+            "--include-path-regex",
+            "^/v1/jobs",
+            "--phases",
+            "examples,coverage,fuzzing",
+        ],
+        1,
+    )
+    .await?;
+    // Both jobs operations were selected and exercised.
+    assert!(jobs.contains("Tested: 2\n"), "{jobs}");
     run(
         &server,
         &auth,
         "revoker",
         &["--include-path", "/v1/auth/revoke"],
+        2,
     )
     .await?;
     Ok(())
@@ -74,6 +99,7 @@ async fn run(
     auth: &testenv::AuthEmulator,
     user: &str,
     filter: &[&str],
+    workers: u8,
 ) -> anyhow::Result<String> {
     let bin = schemathesis();
     let signed_up = auth
@@ -97,7 +123,8 @@ async fn run(
             .arg(&config2)
             .args(["run", &url])
             .args(["--checks", "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,response_headers_conformance"])
-            .args(["--max-examples", "30", "--seed", "4", "--workers", "2", "--no-color"])
+            .args(["--max-examples", "30", "--seed", "4", "--no-color"])
+            .args(["--workers", &workers.to_string()])
             .args(["--header", &format!("Authorization: Bearer {token}")])
             .args(&filter)
             .env("SCHEMATHESIS_HOOKS", "")
