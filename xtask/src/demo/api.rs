@@ -19,10 +19,33 @@ struct ApiServer {
     admin: String,
 }
 
-pub(super) async fn journey(env: &Environment) -> anyhow::Result<()> {
+/// The running API tier, kept alive for the jobs part of the demo.
+pub(super) struct ApiTier {
+    _servers: Vec<ApiServer>,
+    _nginx: Service,
+    /// The load balancer's base URL.
+    pub lb: String,
+    /// A signed-up user's ID token.
+    pub token: String,
+    pub dir: tempfile::TempDir,
+}
+
+/// `host:port` of each sentinel: api-servers and workers find the Redis master through them.
+pub(super) fn sentinels(env: &Environment) -> String {
+    env.sentinels
+        .sentinel_ports()
+        .iter()
+        .map(|p| format!("127.0.0.1:{p}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+pub(super) async fn journey(env: &Environment) -> anyhow::Result<ApiTier> {
     let dir = tempfile::Builder::new().prefix("demo-api-").tempdir()?;
 
-    step("API: start three api-server processes (Redis, Firestore and Auth emulators)");
+    step(
+        "API: start three api-server processes (Redis through Sentinel, Firestore and Auth emulators)",
+    );
     let mut servers = Vec::new();
     let mut upstreams = Vec::new();
     for i in 0..API_SERVERS {
@@ -31,7 +54,8 @@ pub(super) async fn journey(env: &Environment) -> anyhow::Result<()> {
         cmd.arg("serve")
             .env("API_LISTEN", format!("127.0.0.1:{port}"))
             .env("API_ADMIN_LISTEN", format!("127.0.0.1:{admin_port}"))
-            .env("REDIS_URL", env.redis.url())
+            .env("REDIS_SENTINELS", sentinels(env))
+            .env("REDIS_MASTER_NAME", env.sentinels.master_name())
             .env("GOOGLE_CLOUD_PROJECT", DEMO_PROJECT)
             .env("FIRESTORE_EMULATOR_HOST", env.firestore.host())
             // Emulator mode: accepts the emulator's unsigned tokens (and logs a warning).
@@ -62,7 +86,7 @@ pub(super) async fn journey(env: &Environment) -> anyhow::Result<()> {
         .arg("-c")
         .arg(&conf)
         .args(["-g", "daemon off;"]);
-    let _nginx = Service::spawn("nginx", nginx, &dir.path().join("nginx.out"))?;
+    let nginx = Service::spawn("nginx", nginx, &dir.path().join("nginx.out"))?;
     let lb = format!("http://127.0.0.1:{lb_port}");
     wait_ready(&http, &format!("{lb}/openapi.json")).await?;
     show(format!("load balancer: {lb}"));
@@ -70,6 +94,7 @@ pub(super) async fn journey(env: &Environment) -> anyhow::Result<()> {
     step("API: a user signs up with the Auth emulator and calls the API through the balancer");
     let user = env.auth.sign_up("ada@example.com", "demo-password").await?;
     let token = user.id_token.as_str();
+    let lb_url = lb.clone();
     let (status, served_by, me, _) =
         call(&http, "GET", &format!("{lb}/v1/me"), token, None, None).await?;
     ensure!(status == 200, "GET /v1/me answered {status}: {me}");
@@ -126,10 +151,16 @@ pub(super) async fn journey(env: &Environment) -> anyhow::Result<()> {
     show(format!(
         "GET /v1/notes?limit=10 → {status} (served by {served_by}): {page}"
     ));
-    Ok(())
+    Ok(ApiTier {
+        _servers: servers,
+        _nginx: nginx,
+        lb: lb_url,
+        token: user.id_token.clone(),
+        dir,
+    })
 }
 
-async fn wait_ready(http: &reqwest::Client, url: &str) -> anyhow::Result<()> {
+pub(super) async fn wait_ready(http: &reqwest::Client, url: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         match http.get(url).send().await {
@@ -142,7 +173,7 @@ async fn wait_ready(http: &reqwest::Client, url: &str) -> anyhow::Result<()> {
 }
 
 /// Sends one request; returns status, the upstream nginx chose, the JSON body and the ETag.
-async fn call(
+pub(super) async fn call(
     http: &reqwest::Client,
     method: &str,
     url: &str,

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use testenv::{DEMO_PROJECT, Environment};
 
 mod api;
+mod jobs;
 mod operator;
 
 pub struct Options {
@@ -122,7 +123,8 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     }
 
     operator::journey(&env).await?;
-    api::journey(&env).await?;
+    let api = api::journey(&env).await?;
+    jobs::journey(&env, &api).await?;
 
     step("Done: every component is up and answering");
     if options.keep {
