@@ -8,10 +8,9 @@ use api_server::observability::Metrics;
 use api_server::redis::Redis;
 use api_server::state::AppState;
 use axum::body::Body;
-use axum::http::{HeaderMap, Request, StatusCode, header};
+use axum::http::{Request, StatusCode, header};
 use common::*;
-use serde_json::{Value, json};
-use tower::ServiceExt as _;
+use serde_json::json;
 
 const PROJECT: &str = "demo-docs";
 
@@ -64,12 +63,6 @@ fn token(uid: &str, admin: bool) -> String {
     unsigned(&claims)
 }
 
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Value,
-}
-
 async fn call(
     state: &AppState,
     method: &str,
@@ -86,34 +79,7 @@ async fn call(
         req = req.header(*k, *v);
     }
     let req = req.body(body.map(Body::from).unwrap_or_else(Body::empty))?;
-    let response = api_server::routes::public(state.clone())
-        .oneshot(req)
-        .await?;
-    let status = response.status();
-    let headers = response.headers().clone();
-    let bytes = axum::body::to_bytes(response.into_body(), 4 << 20).await?;
-    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    Ok(Reply {
-        status,
-        headers,
-        body,
-    })
-}
-
-fn header_of(r: &Reply, name: header::HeaderName) -> &str {
-    r.headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-}
-
-fn assert_problem(r: &Reply, status: u16) {
-    assert_eq!(r.status.as_u16(), status, "{}", r.body);
-    assert_eq!(
-        header_of(r, header::CONTENT_TYPE),
-        "application/problem+json"
-    );
-    assert_eq!(r.body["status"], status);
+    reply_of(state, req).await
 }
 
 #[tokio::test]

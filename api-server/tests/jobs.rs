@@ -10,11 +10,10 @@ use api_server::observability::Metrics;
 use api_server::redis::Redis;
 use api_server::state::AppState;
 use axum::body::Body;
-use axum::http::{HeaderMap, Request, StatusCode, header};
+use axum::http::{Request, StatusCode, header};
 use common::*;
 use platform::queue::{Claim, QueueStats};
 use serde_json::{Value, json};
-use tower::ServiceExt as _;
 
 const PROJECT: &str = "demo-jobs";
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -61,12 +60,6 @@ async fn fixture(durable_replicas: &str) -> anyhow::Result<Fixture> {
     })
 }
 
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Value,
-}
-
 fn token(uid: &str) -> String {
     let mut claims = id_claims(PROJECT, uid);
     if uid == "admin" {
@@ -92,34 +85,7 @@ async fn call(
             body.map(|b| Body::from(b.to_string()))
                 .unwrap_or_else(Body::empty),
         )?;
-    let response = api_server::routes::public(state.clone())
-        .oneshot(req)
-        .await?;
-    let status = response.status();
-    let headers = response.headers().clone();
-    let bytes = axum::body::to_bytes(response.into_body(), 4 << 20).await?;
-    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    Ok(Reply {
-        status,
-        headers,
-        body,
-    })
-}
-
-fn header_of(r: &Reply, name: header::HeaderName) -> &str {
-    r.headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-}
-
-fn assert_problem(r: &Reply, status: u16) {
-    assert_eq!(r.status.as_u16(), status, "{}", r.body);
-    assert_eq!(
-        header_of(r, header::CONTENT_TYPE),
-        "application/problem+json"
-    );
-    assert_eq!(r.body["status"], status);
+    reply_of(state, req).await
 }
 
 async fn post(state: &AppState, uid: &str, body: Value) -> anyhow::Result<Reply> {

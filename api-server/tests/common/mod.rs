@@ -272,3 +272,47 @@ impl Drop for ApiProcess {
         }
     }
 }
+
+/// An in-process response: status, headers and the JSON body (`Null` when not JSON).
+pub struct Reply {
+    pub status: axum::http::StatusCode,
+    pub headers: axum::http::HeaderMap,
+    pub body: serde_json::Value,
+}
+
+/// Sends `req` through the public router of `state` and reads the whole response.
+pub async fn reply_of(
+    state: &api_server::state::AppState,
+    req: axum::http::Request<axum::body::Body>,
+) -> anyhow::Result<Reply> {
+    use tower::ServiceExt as _;
+    let response = api_server::routes::public(state.clone())
+        .oneshot(req)
+        .await?;
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = axum::body::to_bytes(response.into_body(), 4 << 20).await?;
+    let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+    Ok(Reply {
+        status,
+        headers,
+        body,
+    })
+}
+
+pub fn header_of(r: &Reply, name: header::HeaderName) -> &str {
+    r.headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+}
+
+/// The reply is an `application/problem+json` document for `status`.
+pub fn assert_problem(r: &Reply, status: u16) {
+    assert_eq!(r.status.as_u16(), status, "{}", r.body);
+    assert_eq!(
+        header_of(r, header::CONTENT_TYPE),
+        "application/problem+json"
+    );
+    assert_eq!(r.body["status"], status);
+}
