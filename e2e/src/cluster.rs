@@ -80,3 +80,80 @@ pub(crate) fn run(cmd: &mut Command) -> anyhow::Result<String> {
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
+
+/// A `kubectl port-forward` to a Service, stopped on drop.
+pub struct PortForward {
+    child: std::process::Child,
+    pub local_port: u16,
+}
+
+impl PortForward {
+    /// `http://127.0.0.1:<local port>`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.local_port)
+    }
+}
+
+impl Drop for PortForward {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Cluster {
+    /// Forwards a free local port to the named port of a Service; returns once it accepts.
+    pub async fn port_forward(
+        &self,
+        namespace: &str,
+        service: &str,
+        port_name: &str,
+    ) -> anyhow::Result<PortForward> {
+        let port = self.kubectl(&[
+            "get",
+            "service",
+            service,
+            "-n",
+            namespace,
+            "-o",
+            &format!("jsonpath={{.spec.ports[?(@.name==\"{port_name}\")].port}}"),
+        ])?;
+        let port = port.trim();
+        if port.is_empty() {
+            bail!("service {namespace}/{service} has no port named {port_name}");
+        }
+        let local_port = testenv::free_port();
+        let log = std::fs::File::create(
+            self.work_dir
+                .join(format!("port-forward-{service}-{port_name}.log")),
+        )?;
+        let child = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args([
+                "port-forward",
+                "-n",
+                namespace,
+                &format!("service/{service}"),
+                &format!("{local_port}:{port}"),
+                "--address",
+                "127.0.0.1",
+            ])
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting kubectl port-forward")?;
+        let forward = PortForward { child, local_port };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while tokio::net::TcpStream::connect(("127.0.0.1", local_port))
+            .await
+            .is_err()
+        {
+            if std::time::Instant::now() > deadline {
+                bail!("kubectl port-forward to {namespace}/{service}:{port_name} did not listen");
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        Ok(forward)
+    }
+}

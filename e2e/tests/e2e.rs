@@ -3,26 +3,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, ensure};
 use e2e::{Cluster, Mode};
-
-fn operator_binary() -> anyhow::Result<PathBuf> {
-    if let Some(bin) = std::env::var_os("E2E_OPERATOR_BIN") {
-        return Ok(PathBuf::from(bin));
-    }
-    let exe = std::env::current_exe()?;
-    let bin = exe
-        .parent()
-        .and_then(std::path::Path::parent)
-        .context("test binary outside a target dir")?
-        .join("operator");
-    ensure!(
-        bin.is_file(),
-        "{} is missing: run `cargo build -p operator`",
-        bin.display()
-    );
-    Ok(bin)
-}
 
 #[tokio::test]
 async fn e2e_suite() -> anyhow::Result<()> {
@@ -49,7 +30,7 @@ async fn e2e_suite() -> anyhow::Result<()> {
         .unwrap_or_default();
     let options = e2e::Options {
         repo,
-        operator_bin: operator_binary()?,
+        operator_bin: e2e::workspace_binary("operator")?,
         chart_set,
     };
     let outcome = e2e::run_suite(&cluster, &options).await?;

@@ -16,9 +16,17 @@ const START_TIMEOUT: Duration = Duration::from_secs(90);
 
 pub struct AuthEmulator {
     service: Service,
-    port: u16,
-    project: String,
+    client: AuthEmulatorClient,
     _dir: tempfile::TempDir,
+}
+
+/// The client SDK's and Admin SDK's REST calls against an Auth emulator at any address: the one
+/// [`AuthEmulator`] started, or one running in a cluster behind a port-forward.
+#[derive(Debug, Clone)]
+pub struct AuthEmulatorClient {
+    host: String,
+    project: String,
+    http: reqwest::Client,
 }
 
 /// A signed-up user: its uid and the tokens the emulator issued.
@@ -89,19 +97,52 @@ impl AuthEmulator {
         .await?;
         Ok(Self {
             service,
-            port,
-            project: project.to_string(),
+            client: AuthEmulatorClient::new(format!("127.0.0.1:{port}"), project),
             _dir: dir,
         })
     }
 
     /// `127.0.0.1:PORT`, the value for `FIREBASE_AUTH_EMULATOR_HOST`.
     pub fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        self.client.host.clone()
     }
 
     pub fn project(&self) -> &str {
-        &self.project
+        &self.client.project
+    }
+
+    pub fn client(&self) -> &AuthEmulatorClient {
+        &self.client
+    }
+
+    /// Signs up a user with email and password (the client SDK's REST call).
+    pub async fn sign_up(&self, email: &str, password: &str) -> Result<SignedUpUser> {
+        self.client.sign_up(email, password).await
+    }
+
+    /// Signs in again, returning a fresh ID token (custom claims set since are included).
+    pub async fn sign_in(&self, email: &str, password: &str) -> Result<SignedUpUser> {
+        self.client.sign_in(email, password).await
+    }
+
+    /// Sets custom claims on a user, as the Admin SDK does.
+    pub async fn set_custom_claims(&self, uid: &str, claims: &Value) -> Result<()> {
+        self.client.set_custom_claims(uid, claims).await
+    }
+
+    pub fn service(&mut self) -> &mut Service {
+        &mut self.service
+    }
+}
+
+impl AuthEmulatorClient {
+    /// `host` is `host:port` of the emulator; `project` the one it serves.
+    pub fn new(host: impl Into<String>, project: impl Into<String>) -> Self {
+        Self {
+            host: host.into(),
+            project: project.into(),
+            http: reqwest::Client::new(),
+        }
     }
 
     /// Signs up a user with email and password (the client SDK's REST call).
@@ -158,8 +199,9 @@ impl AuthEmulator {
     }
 
     async fn post(&self, path: &str, body: Value, bearer: Option<&str>) -> Result<Value> {
-        let mut req = reqwest::Client::new()
-            .post(format!("http://127.0.0.1:{}/{path}", self.port))
+        let mut req = self
+            .http
+            .post(format!("http://{}/{path}", self.host))
             .json(&body);
         if let Some(token) = bearer {
             req = req.bearer_auth(token);
@@ -180,9 +222,5 @@ impl AuthEmulator {
                 "Auth emulator {path} answered {status}: {value}"
             )))
         }
-    }
-
-    pub fn service(&mut self) -> &mut Service {
-        &mut self.service
     }
 }

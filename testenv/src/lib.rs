@@ -22,7 +22,7 @@ mod tools;
 
 pub use environment::{DEMO_PROJECT, Environment};
 pub use error::{Error, Result};
-pub use firebase_auth::{AuthEmulator, SignedUpUser};
+pub use firebase_auth::{AuthEmulator, AuthEmulatorClient, SignedUpUser};
 pub use firestore::FirestoreEmulator;
 pub use helm::Helm;
 pub use kube::ControlPlane;
