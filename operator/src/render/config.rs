@@ -9,8 +9,9 @@
 //! `REDIS_MASTER_NAME`, or `REDIS_URL`, `GOOGLE_CLOUD_PROJECT`, `GOOGLE_APPLICATION_CREDENTIALS`
 //! (a file path; the key itself stays in its Secret), `FIRESTORE_EMULATOR_HOST`,
 //! `FIREBASE_AUTH_EMULATOR_HOST` (only when set), `API_RATE_LIMIT` +
-//! `API_RATE_LIMIT_WINDOW_SECONDS`, `WORKER_QUEUES`, `WORKER_CONCURRENCY`. The storage bucket
-//! and its emulator are not passed yet: nothing reads them until the Files API exists.
+//! `API_RATE_LIMIT_WINDOW_SECONDS`, `WORKER_QUEUES` + `API_JOBS_QUEUE` (the same queue),
+//! `WORKER_CONCURRENCY`. The storage bucket and its emulator are not passed yet: nothing reads
+//! them until the Files API exists.
 
 use std::collections::BTreeMap;
 
@@ -89,7 +90,9 @@ pub(super) fn app_config(m: &AppMeta, spec: &ScalableAppSpec, ctx: &RenderContex
     let window = (f64::from(capacity) / f64::from(rps)).round().max(1.0);
     set("API_RATE_LIMIT", capacity.to_string());
     set("API_RATE_LIMIT_WINDOW_SECONDS", format!("{window}"));
+    // The API publishes to the queue the workers consume; a renamed queue must move both.
     set("WORKER_QUEUES", spec.worker.queue.name.clone());
+    set("API_JOBS_QUEUE", spec.worker.queue.name.clone());
     set("WORKER_CONCURRENCY", spec.worker.concurrency.to_string());
 
     ConfigMap {

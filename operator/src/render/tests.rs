@@ -250,6 +250,7 @@ fn config_wires_redis_firebase_and_otlp_by_reference() {
     assert_eq!(data["RUST_LOG"], "info");
     assert_eq!(data["API_LISTEN"], "0.0.0.0:8080");
     assert_eq!(data["WORKER_QUEUES"], "jobs");
+    assert_eq!(data["API_JOBS_QUEUE"], data["WORKER_QUEUES"]);
     assert!(!data.keys().any(|k| k.ends_with("EMULATOR_HOST")));
 
     let d: Deployment = typed(&children, ChildKind::Deployment, "shop-api");
