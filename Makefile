@@ -18,6 +18,7 @@ env: deps
 lint:
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	git ls-files -z '*.sh' .ci/run | xargs -0 shellcheck -x
 
 # Regenerate what is generated from the code (tests fail when these drift).
 crds:

@@ -8,7 +8,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-# shellcheck source=../tools/versions.env
+# shellcheck source=tools/versions.env
 source "$ROOT/tools/versions.env"
 
 CACHE=${SCALABLE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/scalableapp}
@@ -53,7 +53,9 @@ import (
 GO
   go mod tidy >/dev/null
   mkdir -p "$dest.tmp"
-  local ld="-s -w -X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$(echo "$K8S_VERSION" | cut -d. -f2)"
+  local minor ld
+  minor=$(echo "$K8S_VERSION" | cut -d. -f2)
+  ld="-s -w -X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor"
   go build -ldflags "$ld" -o "$dest.tmp/" k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager
   rm -rf "$dest" && mv "$dest.tmp" "$dest"
   cd - >/dev/null

@@ -9,8 +9,8 @@ export SCALABLE_CACHE=$CACHE
 log() { printf '[install-deps] %s\n' "$*" >&2; }
 
 # Debian packages: Redis and Sentinel, promtool (prometheus), nginx as the demo's load balancer,
-# umoci to build OCI images without a container engine.
-APT_PACKAGES=(redis-server redis-sentinel prometheus nginx-light umoci)
+# umoci to build OCI images without a container engine, shellcheck for the shell scripts.
+APT_PACKAGES=(redis-server redis-sentinel prometheus nginx-light umoci shellcheck)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -7,6 +7,8 @@ echo "== cargo fmt --check"
 cargo fmt --all --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== shellcheck (every shell script, e2e/run-kind.sh included: it cannot run here)"
+git ls-files -z '*.sh' .ci/run | xargs -0 shellcheck -x
 echo "== images (dev profile: the tests check their structure, not their speed)"
 PROFILE=dev scripts/build-images.sh
 echo "== cargo test"
