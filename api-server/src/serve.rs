@@ -8,6 +8,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::ServeArgs;
+use crate::files::Files;
 use crate::observability::Metrics;
 use crate::redis::Redis;
 use crate::state::AppState;
@@ -28,7 +29,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         fs.firestore_emulator_host.as_deref(),
     )
     .await?;
-    let state = AppState::new(&args, redis, db, metrics);
+    let files = Files::from_args(&args.files, db.clone(), metrics.clone())
+        .context("setting up file storage")?;
+    if files.is_none() {
+        tracing::info!("no STORAGE_BUCKET: the Files API answers 503");
+    }
+    let state = AppState::with_files(&args, redis, db, metrics, files);
 
     let public = TcpListener::bind(args.listen)
         .await
