@@ -41,7 +41,9 @@ fn unprocessable(detail: impl Into<String>) -> Problem {
 
 fn enabled(state: &AppState) -> Result<&Files, Problem> {
     state.files.as_deref().ok_or_else(|| {
-        Problem::unavailable("file storage is not configured on this server (no STORAGE_BUCKET)")
+        Problem::unavailable(
+            "file storage is not configured on this server (STORAGE_BUCKET and a URL signer)",
+        )
     })
 }
 
