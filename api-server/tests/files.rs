@@ -350,6 +350,18 @@ async fn bad_input_is_refused_and_nothing_is_written() -> anyhow::Result<()> {
         let r = call(s, "POST", &format!("{path}/complete"), "ann", None).await?;
         assert!(r.status.is_client_error(), "{path}: {}", r.status);
     }
+    // Clients cannot publish finalize jobs themselves (they would settle others' files).
+    let job = call(
+        s,
+        "POST",
+        "/v1/jobs",
+        "ann",
+        Some(json!({"type": "file.finalize", "payload": {"fileId": "x"}}).to_string()),
+    )
+    .await?;
+    assert_problem(&job, 422);
+    assert_eq!(s.jobs.queue.stats().await?.waiting, 0);
+
     // "files" is not a document collection.
     let doc = call(s, "GET", "/v1/files", "ann", None).await?;
     assert_problem(&doc, 405);
@@ -388,6 +400,18 @@ async fn bad_input_is_refused_and_nothing_is_written() -> anyhow::Result<()> {
         err.contains("bad.json") && err.contains("private_key"),
         "{err}"
     );
+    // A bucket with no way to sign (no key, no signBlob account, no emulator) is refused.
+    if std::env::var_os("GOOGLE_APPLICATION_CREDENTIALS").is_none() {
+        let mut flags = base_flags(redis, fs);
+        flags.extend(["--storage-bucket", BUCKET]);
+        let args = serve_args(&flags)?;
+        let r = api_server::files::Files::from_args(&args.files, f.db.clone(), Metrics::new());
+        assert!(
+            matches!(r, Err(api_server::files::FilesSetupError::NoSigner)),
+            "{:?}",
+            r.err()
+        );
+    }
     Ok(())
 }
 
