@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use clap::Parser;
+use platform::queue::{JobRecord, JobState, NewJob};
 use serde_json::{Value, json};
 use support::WorkerProcess;
 
@@ -276,6 +277,41 @@ async fn uploads_are_finalized_by_the_worker_and_download_through_signed_urls() 
             "{object}: {meta:?}"
         );
     }
+
+    // A second finalize run (at-least-once delivery) leaves a settled file as it is; one for a
+    // deleted file completes without doing anything; a malformed one dead-letters.
+    let q = support::queue(&redis_url, QUEUE).await?;
+    let before = api
+        .call(reqwest::Method::GET, &format!("/v1/files/{good}"), None)
+        .await?
+        .1;
+    let mut ids = Vec::new();
+    for payload in [
+        json!({"fileId": good}),
+        json!({"fileId": "0000000000000000000000000000"}),
+        json!({}),
+    ] {
+        ids.push(q.enqueue(NewJob::new("file.finalize", payload)).await?.id);
+    }
+    let settled = |r: &JobRecord| matches!(r.state, JobState::Completed | JobState::Dead);
+    let rerun = support::wait_record(&q, &ids[0], Duration::from_secs(30), settled).await?;
+    assert_eq!(
+        rerun.result,
+        Some(json!({"fileId": good, "state": "ready"}))
+    );
+    let deleted = support::wait_record(&q, &ids[1], Duration::from_secs(30), settled).await?;
+    assert_eq!(
+        deleted.result.as_ref().map(|r| &r["state"]),
+        Some(&json!("deleted"))
+    );
+    let malformed = support::wait_record(&q, &ids[2], Duration::from_secs(30), settled).await?;
+    assert_eq!(malformed.state, JobState::Dead, "{malformed:?}");
+    let after = api
+        .call(reqwest::Method::GET, &format!("/v1/files/{good}"), None)
+        .await?
+        .1;
+    assert_eq!(before["updatedAt"], after["updatedAt"]);
+    assert_eq!(before["generation"], after["generation"]);
 
     // Completing a settled file again changes nothing.
     let (status, again) = api
