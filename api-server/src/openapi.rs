@@ -162,9 +162,10 @@ pub struct JobOut {
 pub struct FileRequest {
     /// 1-255 bytes; no `/`, `\`, `..`, control or invisible formatting characters, no
     /// surrounding whitespace.
-    #[schema(min_length = 1)]
+    #[schema(min_length = 1, example = "report.pdf")]
     pub file_name: String,
     /// One of the server's allowed content types (`FILES_CONTENT_TYPES`).
+    #[schema(example = "application/pdf")]
     pub content_type: String,
     /// Bytes the upload will have; at most `STORAGE_MAX_UPLOAD_BYTES`.
     pub size: u64,
