@@ -340,6 +340,8 @@ async fn bad_input_is_refused_and_nothing_is_written() -> anyhow::Result<()> {
     }
     let not_json = call(s, "POST", "/v1/files", "ann", Some("{".into())).await?;
     assert_problem(&not_json, 400);
+    let huge = call(s, "POST", "/v1/files", "ann", Some(" ".repeat(2 << 20))).await?;
+    assert_problem(&huge, 413);
     assert_eq!(record_count(&f.db).await?, 0, "nothing was written");
     assert_eq!(s.jobs.queue.stats().await?.waiting, 0);
 

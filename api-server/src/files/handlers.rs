@@ -163,6 +163,7 @@ struct CreateBody {
         (status = 201, description = "Registered (`pending`); PUT the bytes to `uploadUrl` with exactly `requiredHeaders`", body = crate::openapi::FileUpload,
             headers(("Location" = String, description = "The file's URL"))),
         (status = 400, description = "Invalid JSON or unknown member", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 1 MiB", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
         (status = 422, description = "Bad file name, content type not allowed, or size over the limit; nothing written", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
         (status = 401, description = "Missing or invalid credentials", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
         (status = 429, description = "Rate limited", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
@@ -174,7 +175,13 @@ pub async fn create(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
     let files = enabled(&state)?;
-    let body = body.map_err(|e| Problem::bad_request(e.body_text()))?;
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Problem::new(e.status(), "Content too large", e.body_text())
+        } else {
+            Problem::bad_request(e.body_text())
+        }
+    })?;
     let body: CreateBody = serde_json::from_slice(&body)
         .map_err(|e| Problem::bad_request(format!("invalid body: {e}")))?;
     let file_name = name::file_name(&body.file_name).map_err(|e| unprocessable(e.to_string()))?;
@@ -263,7 +270,8 @@ pub async fn create(
     Ok(no_store(response))
 }
 
-/// Queues the finalize job; one job per file however often this is called.
+/// Queues the finalize job; one job per file however often this is called. Client idempotency
+/// keys all start with a 32-hex-digit owner scope (jobs.rs), so they never collide with these.
 async fn enqueue_finalize(state: &AppState, trace: &TraceContext, id: &str) -> Result<(), Problem> {
     let mut job = NewJob::new(FINALIZE_JOB, json!({ FINALIZE_FILE_ID: id }))
         .with_idempotency_key(format!("{FINALIZE_JOB}:{id}"));
