@@ -27,10 +27,10 @@ const EMAIL: &str = "signer@demo-files.iam.gserviceaccount.com";
 const MAX: u64 = 1000;
 
 struct Fixture {
-    _redis: testenv::RedisServer,
-    _firestore: testenv::FirestoreEmulator,
+    redis: testenv::RedisServer,
+    firestore: testenv::FirestoreEmulator,
     gcs: testenv::FakeGcsServer,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     state: AppState,
     db: FirestoreDb,
 }
@@ -112,10 +112,10 @@ async fn fixture(storage: bool) -> anyhow::Result<Fixture> {
     let files = api_server::files::Files::from_args(&args.files, db.clone(), metrics.clone())?;
     assert_eq!(files.is_some(), storage);
     Ok(Fixture {
-        _redis: redis,
-        _firestore: firestore,
+        redis,
+        firestore,
         gcs,
-        _dir: dir,
+        dir,
         state: AppState::with_files(&args, r, db.clone(), metrics, files),
         db,
     })
@@ -380,7 +380,7 @@ async fn bad_input_is_refused_and_nothing_is_written() -> anyhow::Result<()> {
         assert!(err.contains("604801"), "{flag}: {err}");
     }
     // A malformed signing key stops the server at start, naming the file.
-    let bad_key = f._dir.path().join("bad.json");
+    let bad_key = f.dir.path().join("bad.json");
     std::fs::write(
         &bad_key,
         r#"{"type": "service_account", "client_email": "a@b"}"#,
@@ -489,5 +489,51 @@ async fn without_a_bucket_the_files_api_answers_503() -> anyhow::Result<()> {
         );
     }
     assert_eq!(record_count(&f.db).await?, 0);
+
+    // The binary: a bucket with no way to sign serves everything but files; a configured key
+    // that is malformed stops it at start, naming the file.
+    if std::env::var_os("GOOGLE_APPLICATION_CREDENTIALS").is_none() {
+        let env = |extra: &[(&'static str, String)]| {
+            let mut env = vec![
+                ("REDIS_URL", f.redis.url()),
+                ("GOOGLE_CLOUD_PROJECT", PROJECT.to_string()),
+                ("FIRESTORE_EMULATOR_HOST", f.firestore.host()),
+                ("FIREBASE_AUTH_EMULATOR_HOST", "127.0.0.1:9".to_string()),
+                ("STORAGE_BUCKET", BUCKET.to_string()),
+            ];
+            env.extend_from_slice(extra);
+            env
+        };
+        let server = ApiProcess::start(&env(&[])).await?;
+        let r = reqwest::Client::new()
+            .get(server.url(&format!("/v1/files/{id}")))
+            .bearer_auth(token("ann"))
+            .send()
+            .await?;
+        assert_eq!(r.status(), 503);
+        let me = reqwest::Client::new()
+            .get(server.url("/v1/me"))
+            .bearer_auth(token("ann"))
+            .send()
+            .await?;
+        assert_eq!(me.status(), 200);
+        assert!(server.log_text().contains("the Files API is off"));
+        drop(server);
+
+        let bad_key = f.dir.path().join("broken-key.json");
+        std::fs::write(&bad_key, "not json")?;
+        let err = ApiProcess::start(&env(&[(
+            "STORAGE_SIGNING_KEY_FILE",
+            bad_key.display().to_string(),
+        )]))
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+        assert!(
+            err.contains("exited") && err.contains("broken-key.json"),
+            "{err}"
+        );
+    }
     Ok(())
 }
