@@ -107,6 +107,7 @@ case "$what" in
     build_etcd
     go_install helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION" "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
     go_install helm-docs github.com/norwoodj/helm-docs/cmd/helm-docs "$HELM_DOCS_VERSION"
+    go_install fake-gcs-server github.com/fsouza/fake-gcs-server "$FAKE_GCS_VERSION"
     build_kubernetes
     ;;
   *) echo "usage: $0 [all|kubernetes|etcd|helm|helm-docs|fake-gcs-server]" >&2; exit 2 ;;

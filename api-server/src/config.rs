@@ -2,10 +2,11 @@
 //! them without templating a command line; the emulator variables keep their standard names.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use platform::config::{FirestoreArgs, RedisArgs};
+use platform::config::{FirestoreArgs, RedisArgs, StorageArgs};
 use platform::queue::QueueName;
 
 pub const GOOGLE_ID_TOKEN_KEYS: &str =
@@ -56,6 +57,9 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub jobs: JobsArgs,
+
+    #[command(flatten)]
+    pub files: FilesArgs,
 
     /// After SIGTERM, how long /readyz reports false while requests are still served, so the
     /// load balancer stops sending new ones before the listener closes.
@@ -139,6 +143,42 @@ pub struct JobsArgs {
     /// How long to wait for those replicas before answering 503.
     #[arg(long, env = "API_JOBS_DURABLE_TIMEOUT_MS", default_value_t = 2000)]
     pub jobs_durable_timeout_ms: u64,
+}
+
+/// The Files API: uploads and downloads through V4 signed URLs, metadata in Firestore.
+#[derive(Debug, Clone, Args)]
+pub struct FilesArgs {
+    #[command(flatten)]
+    pub storage: StorageArgs,
+    /// Service-account JSON key that signs the URLs. Without it (and without
+    /// STORAGE_SIGNING_SERVICE_ACCOUNT) the key in GOOGLE_APPLICATION_CREDENTIALS signs; against
+    /// an emulator, which checks no signature, a throwaway key does.
+    #[arg(long, env = "STORAGE_SIGNING_KEY_FILE")]
+    pub storage_signing_key_file: Option<PathBuf>,
+    /// Sign through the IAM Credentials signBlob API as this service account (keyless, with a
+    /// metadata-server token under Workload Identity) instead of with a key file.
+    #[arg(
+        long,
+        env = "STORAGE_SIGNING_SERVICE_ACCOUNT",
+        conflicts_with = "storage_signing_key_file"
+    )]
+    pub storage_signing_service_account: Option<String>,
+    /// Lifetime of an upload URL (1 s to 7 days).
+    #[arg(long, env = "FILES_UPLOAD_URL_SECONDS", default_value_t = 900,
+          value_parser = clap::value_parser!(u64).range(1..=604_800))]
+    pub files_upload_url_seconds: u64,
+    /// Lifetime of a download URL (1 s to 7 days).
+    #[arg(long, env = "FILES_DOWNLOAD_URL_SECONDS", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(1..=604_800))]
+    pub files_download_url_seconds: u64,
+    /// Content types clients may upload (comma-separated, exact match, case-insensitive).
+    #[arg(
+        long,
+        env = "FILES_CONTENT_TYPES",
+        value_delimiter = ',',
+        default_value = "image/png,image/jpeg,image/gif,image/webp,application/pdf,text/plain"
+    )]
+    pub files_content_types: Vec<String>,
 }
 
 fn queue_name(s: &str) -> Result<QueueName, String> {

@@ -140,7 +140,7 @@ fn owner_of(record: &JobRecord) -> Option<&str> {
     record.payload.get(OWNER_FIELD).and_then(Value::as_str)
 }
 
-fn queue_problem(e: QueueError) -> Problem {
+pub(crate) fn queue_problem(e: QueueError) -> Problem {
     match e {
         QueueError::NotDurable {
             acked,

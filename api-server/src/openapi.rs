@@ -8,6 +8,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::{Modify, OpenApi, ToSchema};
 
 use crate::documents::handlers;
+use crate::files::handlers as files;
 use crate::{jobs, routes};
 
 /// RFC 9457 problem details: the body of every error response.
@@ -155,6 +156,68 @@ pub struct JobOut {
     pub finished_at: Option<String>,
 }
 
+/// A file to register before uploading it.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FileRequest {
+    /// 1-255 bytes; no `/`, `\`, `..`, control or invisible formatting characters, no
+    /// surrounding whitespace.
+    #[schema(min_length = 1, example = "report.pdf")]
+    pub file_name: String,
+    /// One of the server's allowed content types (`FILES_CONTENT_TYPES`).
+    #[schema(example = "application/pdf")]
+    pub content_type: String,
+    /// Bytes the upload will have; at most `STORAGE_MAX_UPLOAD_BYTES`.
+    pub size: u64,
+}
+
+/// A registered file and where to upload it.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FileUpload {
+    pub id: String,
+    /// `pending`.
+    pub state: String,
+    /// V4 signed URL.
+    pub upload_url: String,
+    /// `PUT`.
+    pub method: String,
+    /// Headers the upload must send with exactly these values (they are signed).
+    #[schema(value_type = Object)]
+    pub required_headers: Map<String, Value>,
+    /// RFC 3339; the URL stops working then.
+    pub expires_at: String,
+}
+
+/// A file's metadata.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FileOut {
+    pub id: String,
+    pub owner: String,
+    pub file_name: String,
+    pub content_type: String,
+    pub declared_size: u64,
+    /// `pending`, `finalizing`, `ready` or `rejected`.
+    pub state: String,
+    /// Stored size, once finalized.
+    pub size: Option<u64>,
+    /// Base64 MD5 and CRC32C of the stored bytes, as Cloud Storage reports them.
+    pub md5_hash: Option<String>,
+    pub crc32c: Option<String>,
+    /// Object generation (an int64 as a string).
+    pub generation: Option<String>,
+    /// Why the upload was rejected.
+    pub reason: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    /// When `ready`: a short-lived signed GET URL for the checked generation.
+    #[schema(nullable = false)]
+    pub download_url: Option<String>,
+    #[schema(nullable = false)]
+    pub download_expires_at: Option<String>,
+}
+
 struct Security;
 
 impl Modify for Security {
@@ -184,7 +247,7 @@ impl Modify for Security {
 #[openapi(
     info(
         title = "ScalableApp API",
-        description = "Documents owned by Firebase users, stored in Firestore and cached in Redis; background jobs on a Redis queue.",
+        description = "Documents owned by Firebase users, stored in Firestore and cached in Redis; background jobs on a Redis queue; files uploaded and downloaded through signed Cloud Storage URLs.",
         version = "1.0.0"
     ),
     paths(
@@ -196,9 +259,13 @@ impl Modify for Security {
         handlers::patch,
         handlers::delete,
         jobs::create,
-        jobs::get
+        jobs::get,
+        files::create,
+        files::complete,
+        files::get,
+        files::delete
     ),
-    components(schemas(ProblemDetails, DocumentOut, ListedDocument, DocumentPage, Me, RevokeRequest, Revoked, JobType, JobPriority, JobRequest, JobAccepted, JobOut)),
+    components(schemas(ProblemDetails, DocumentOut, ListedDocument, DocumentPage, Me, RevokeRequest, Revoked, JobType, JobPriority, JobRequest, JobAccepted, JobOut, FileRequest, FileUpload, FileOut)),
     modifiers(&Security),
     security(("firebase_id_token" = []), ("firebase_session_cookie" = []))
 )]

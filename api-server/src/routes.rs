@@ -16,6 +16,7 @@ use serde_json::json;
 use crate::auth::revocation::RevokeError;
 use crate::auth::{self, Caller};
 use crate::documents::{handlers, validation};
+use crate::files::handlers as files;
 use crate::observability::{self, TraceContext};
 use crate::problem::{self, Problem};
 use crate::state::AppState;
@@ -26,9 +27,13 @@ pub fn public(state: AppState) -> Router {
     let authenticated = Router::new()
         .route("/v1/me", get(me))
         .route("/v1/auth/revoke", post(revoke))
-        // Static segments win over `/v1/{collection}` ("jobs" is a reserved collection name).
+        // Static segments win over `/v1/{collection}` ("jobs" and "files" are reserved
+        // collection names).
         .route("/v1/jobs", post(jobs::create))
         .route("/v1/jobs/{id}", get(jobs::get))
+        .route("/v1/files", post(files::create))
+        .route("/v1/files/{id}", get(files::get).delete(files::delete))
+        .route("/v1/files/{id}/complete", post(files::complete))
         .route(
             "/v1/{collection}",
             post(handlers::create).get(handlers::list),

@@ -8,6 +8,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::ServeArgs;
+use crate::files::{Files, FilesSetupError};
 use crate::observability::Metrics;
 use crate::redis::Redis;
 use crate::state::AppState;
@@ -28,7 +29,21 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         fs.firestore_emulator_host.as_deref(),
     )
     .await?;
-    let state = AppState::new(&args, redis, db, metrics);
+    let files = match Files::from_args(&args.files, db.clone(), metrics.clone()) {
+        Ok(files) => files,
+        // A bucket named without any way to sign (e.g. emulators for Firestore and Auth but
+        // none for Storage): serve everything else; a key that is configured but broken is
+        // still fatal below.
+        Err(e @ FilesSetupError::NoSigner) => {
+            tracing::error!(error = %e, "the Files API is off");
+            None
+        }
+        Err(e) => return Err(e).context("setting up file storage"),
+    };
+    if files.is_none() {
+        tracing::info!("file storage not configured: the Files API answers 503");
+    }
+    let state = AppState::with_files(&args, redis, db, metrics, files);
 
     let public = TcpListener::bind(args.listen)
         .await

@@ -13,6 +13,7 @@ use crate::auth::keys::KeyStore;
 use crate::auth::revocation::{AdminCredentials, Revocations};
 use crate::config::ServeArgs;
 use crate::documents::{DocCache, Documents, Store};
+use crate::files::Files;
 use crate::jobs::Jobs;
 use crate::observability::Metrics;
 use crate::ratelimit::RateLimiter;
@@ -40,14 +41,28 @@ pub struct Shared {
     pub documents: Arc<Documents>,
     pub rate_limiter: Arc<RateLimiter>,
     pub jobs: Jobs,
+    /// The Files API; `None` when no bucket is configured (its routes answer 503).
+    pub files: Option<Arc<Files>>,
     pub session_cookie_name: Arc<str>,
     pub trust_forwarded_for: bool,
     draining: AtomicBool,
 }
 
 impl AppState {
-    /// Must be called inside a Tokio runtime (the job queue starts its commit tasks).
+    /// Without the Files API; see [`with_files`](Self::with_files). Must be called inside a
+    /// Tokio runtime (the job queue starts its commit tasks).
     pub fn new(args: &ServeArgs, redis: Redis, db: FirestoreDb, metrics: Metrics) -> Self {
+        Self::with_files(args, redis, db, metrics, None)
+    }
+
+    /// With the Files API built by [`Files::from_args`] (which can fail, so it is built first).
+    pub fn with_files(
+        args: &ServeArgs,
+        redis: Redis,
+        db: FirestoreDb,
+        metrics: Metrics,
+        files: Option<Files>,
+    ) -> Self {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(3))
             .build()
@@ -105,6 +120,7 @@ impl AppState {
         let jobs = Jobs::new(&args.jobs, &redis);
         Self(Arc::new(Shared {
             jobs,
+            files: files.map(Arc::new),
             metrics,
             redis,
             db,

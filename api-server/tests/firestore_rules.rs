@@ -1,5 +1,6 @@
 //! The shipped firestore.rules, loaded into the emulator: a client holding a user's token can
-//! read that user's documents directly, never another user's, and cannot write at all.
+//! read that user's documents directly, never another user's, and cannot write at all; file
+//! records are closed to clients entirely.
 
 mod common;
 
@@ -12,6 +13,27 @@ use serde_json::{Map, Value, json};
 
 const PROJECT: &str = "demo-rules";
 
+fn bob_file() -> platform::storage::files::FileRecord {
+    use platform::storage::files::{FileRecord, FileState};
+    FileRecord {
+        id: "f1".into(),
+        owner: "bob".into(),
+        bucket: "uploads".into(),
+        object: "users/bob/f1/a.txt".into(),
+        file_name: "a.txt".into(),
+        content_type: "text/plain".into(),
+        declared_size: 1,
+        state: FileState::Ready,
+        created_at: "2026-11-26T09:00:00Z".into(),
+        updated_at: "2026-11-26T09:00:00Z".into(),
+        size: Some(1),
+        md5_hash: None,
+        crc32c: None,
+        generation: Some(1),
+        reason: None,
+    }
+}
+
 #[tokio::test]
 async fn client_tokens_cannot_read_other_users_documents() -> anyhow::Result<()> {
     let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("firestore.rules");
@@ -22,6 +44,11 @@ async fn client_tokens_cannot_read_other_users_documents() -> anyhow::Result<()>
     let data = |v: i64| Map::from_iter([("v".to_string(), json!(v))]);
     let ann_doc = store.create("notes", "ann", data(1)).await?;
     let bob_doc = store.create("notes", "bob", data(2)).await?;
+    // A file record of Bob's, written as the Files API writes it.
+    let files = platform::storage::file_store::FileStore::new(
+        platform::firestore::connect(PROJECT, "(default)", Some(&emulator.host())).await?,
+    );
+    files.create(&bob_file()).await?;
 
     let bob = emulator
         .db_with_bearer(PROJECT, &unsigned(&id_claims(PROJECT, "bob")))
@@ -53,6 +80,17 @@ async fn client_tokens_cannot_read_other_users_documents() -> anyhow::Result<()>
             || err.contains("permission"),
         "Bob read Ann's document: {err:?}"
     );
+
+    // File records are closed even to their owner: they are read and changed only through
+    // the API (which signs the URLs and runs the state machine).
+    let file: Result<Option<Value>, _> = bob
+        .fluent()
+        .select()
+        .by_id_in(platform::storage::files::FILES_COLLECTION)
+        .obj()
+        .one("f1")
+        .await;
+    assert!(file.is_err(), "Bob read his file record directly: {file:?}");
 
     // No direct writes, not even to one's own document.
     let write: Result<Value, _> = bob

@@ -40,6 +40,8 @@ async fn schemathesis_finds_no_server_errors_or_schema_violations() -> anyhow::R
     let firestore = testenv::FirestoreEmulator::start().await?;
     // The real Auth emulator, so that fuzzing POST /v1/auth/revoke reaches Identity Toolkit.
     let auth = testenv::AuthEmulator::start(PROJECT).await?;
+    let gcs = testenv::FakeGcsServer::start().await?;
+    gcs.create_bucket("fuzz-uploads").await?;
     let server = ApiProcess::start(&[
         ("REDIS_URL", redis.url()),
         ("GOOGLE_CLOUD_PROJECT", PROJECT.to_string()),
@@ -48,6 +50,9 @@ async fn schemathesis_finds_no_server_errors_or_schema_violations() -> anyhow::R
         ("API_RATE_LIMIT", "1000000".to_string()),
         // A standalone Redis has no replica to confirm jobs (every POST /v1/jobs would be 503).
         ("API_JOBS_DURABLE_REPLICAS", "0".to_string()),
+        // The Files API on fake-gcs-server, signing with the emulator's throwaway key.
+        ("STORAGE_BUCKET", "fuzz-uploads".to_string()),
+        ("STORAGE_EMULATOR_HOST", gcs.host()),
     ])
     .await?;
     // Revoking one's own tokens is a valid request: the fuzzer gets a user of its own for
@@ -56,7 +61,7 @@ async fn schemathesis_finds_no_server_errors_or_schema_violations() -> anyhow::R
         &server,
         &auth,
         "fuzzer",
-        &["--exclude-path-regex", "^/v1/(auth/revoke|jobs)"],
+        &["--exclude-path-regex", "^/v1/(auth/revoke|jobs|files)"],
         2,
     )
     .await?;
@@ -82,6 +87,17 @@ async fn schemathesis_finds_no_server_errors_or_schema_violations() -> anyhow::R
     .await?;
     // Both jobs operations were selected and exercised.
     assert!(jobs.contains("Tested: 2\n"), "{jobs}");
+    // The files routes on their own too, for the same reason. The stateful phase follows the
+    // Location of created files into get, complete and delete.
+    let files = run(
+        &server,
+        &auth,
+        "uploader",
+        &["--include-path-regex", "^/v1/files"],
+        1,
+    )
+    .await?;
+    assert!(files.contains("Tested: 4\n"), "{files}");
     run(
         &server,
         &auth,

@@ -63,6 +63,25 @@ pub struct FirestoreArgs {
     pub firestore_emulator_host: Option<String>,
 }
 
+/// The bucket uploads go to, shared by api-server (signs URLs, deletes objects) and worker
+/// (finalizes uploads). Without a bucket the Files API is off.
+#[derive(Debug, Clone, Args)]
+pub struct StorageArgs {
+    /// Cloud Storage bucket for user uploads (e.g. `my-project.appspot.com`); the Files API is
+    /// off (503) without it.
+    #[arg(long, env = "STORAGE_BUCKET")]
+    pub storage_bucket: Option<String>,
+    /// `host:port` (or `http://host:port`) of a Cloud Storage emulator such as fake-gcs-server
+    /// (the standard variable). Requests go there over plain HTTP without credentials; unset in
+    /// production.
+    #[arg(long, env = "STORAGE_EMULATOR_HOST")]
+    pub storage_emulator_host: Option<String>,
+    /// Largest upload accepted, in bytes (declared at create, checked again at finalize).
+    #[arg(long, env = "STORAGE_MAX_UPLOAD_BYTES", default_value_t = 100 * 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub storage_max_upload_bytes: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

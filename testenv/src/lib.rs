@@ -9,6 +9,7 @@
 
 mod environment;
 mod error;
+mod fake_gcs;
 mod firebase_auth;
 mod firestore;
 mod helm;
@@ -22,6 +23,7 @@ mod tools;
 
 pub use environment::{DEMO_PROJECT, Environment};
 pub use error::{Error, Result};
+pub use fake_gcs::FakeGcsServer;
 pub use firebase_auth::{AuthEmulator, AuthEmulatorClient, SignedUpUser};
 pub use firestore::FirestoreEmulator;
 pub use helm::Helm;

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
+use firestore::FirestoreDb;
+use platform::config::StorageArgs;
 use platform::queue::{
     ConnectionOptions, Consumer, ConsumerOptions, Durability, Queue, QueueConfig, QueueMetrics,
     QueueName, RedisHandle, RedisTarget,
@@ -17,7 +19,7 @@ use tokio::sync::watch;
 
 use crate::admin::{AdminState, router};
 use crate::dispatch::Dispatcher;
-use crate::handlers::{Registry, basic, webhook};
+use crate::handlers::{Registry, basic, files, webhook};
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -57,10 +59,15 @@ pub struct RunArgs {
     firestore_database: String,
     #[arg(long, env = "FIRESTORE_EMULATOR_HOST")]
     firestore_emulator_host: Option<String>,
+    /// The bucket `file.finalize` checks uploads in (the handler is off without it; it also
+    /// needs GOOGLE_CLOUD_PROJECT for the file records).
+    #[command(flatten)]
+    storage: StorageArgs,
 }
 
-/// The handlers this worker knows. Teams register their job types here.
-pub fn registry(args: &RunArgs) -> anyhow::Result<Registry> {
+/// The handlers this worker knows. Teams register their job types here. `firestore` is the
+/// database of job outcomes and file records, when configured.
+pub fn registry(args: &RunArgs, firestore: Option<&FirestoreDb>) -> anyhow::Result<Registry> {
     let mut r = Registry::default();
     r.register("noop", basic::Noop)
         .register("sleep", basic::Sleep);
@@ -73,6 +80,21 @@ pub fn registry(args: &RunArgs) -> anyhow::Result<Registry> {
             )?,
         );
     }
+    if args.storage.storage_bucket.is_some() {
+        let db =
+            firestore.context("STORAGE_BUCKET is set: file.finalize needs GOOGLE_CLOUD_PROJECT")?;
+        r.register(
+            platform::storage::files::FINALIZE_JOB,
+            files::FileFinalize {
+                store: platform::storage::file_store::FileStore::new(db.clone()),
+                objects: platform::storage::objects::ObjectClient::from_config(
+                    args.storage.storage_emulator_host.as_deref(),
+                )
+                .context("Cloud Storage client for file.finalize")?,
+                max_size: args.storage.storage_max_upload_bytes,
+            },
+        );
+    }
     Ok(r)
 }
 
@@ -81,7 +103,6 @@ pub async fn run(target: RedisTarget, args: RunArgs) -> anyhow::Result<()> {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into());
         format!("{host}-{}", std::process::id())
     });
-    let registry = Arc::new(registry(&args)?);
     let handle = RedisHandle::connect(target, ConnectionOptions::default())
         .await
         .context("connecting to Redis")?;
@@ -96,6 +117,7 @@ pub async fn run(target: RedisTarget, args: RunArgs) -> anyhow::Result<()> {
         ),
         None => None,
     };
+    let registry = Arc::new(registry(&args, firestore.as_ref())?);
 
     let mut prom = prometheus_client::registry::Registry::default();
     let metrics = QueueMetrics::register(&mut prom);

@@ -265,7 +265,7 @@ fn conflict(e: FirestoreError) -> StoreError {
 
 /// Time-ordered ids (12 hex digits of milliseconds, 16 random): listing by id is listing by
 /// creation, and two servers never collide.
-fn new_id() -> String {
+pub(crate) fn new_id() -> String {
     let millis = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)

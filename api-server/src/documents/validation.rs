@@ -12,7 +12,7 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// Firestore allows maps nested 20 deep; the document's `data` map is one of them.
 pub const MAX_DEPTH: usize = 19;
 /// Path segments that are routes of their own, so they cannot be collection names.
-const RESERVED_COLLECTIONS: [&str; 3] = ["auth", "jobs", "me"];
+const RESERVED_COLLECTIONS: [&str; 4] = ["auth", "files", "jobs", "me"];
 
 pub fn collection(allowed: &HashSet<String>, name: &str) -> Result<(), Problem> {
     if allowed.contains(name) && !RESERVED_COLLECTIONS.contains(&name) {

@@ -10,8 +10,9 @@
 //! (a file path; the key itself stays in its Secret), `FIRESTORE_EMULATOR_HOST`,
 //! `FIREBASE_AUTH_EMULATOR_HOST` (only when set), `API_RATE_LIMIT` +
 //! `API_RATE_LIMIT_WINDOW_SECONDS`, `WORKER_QUEUES` + `API_JOBS_QUEUE` (the same queue),
-//! `WORKER_CONCURRENCY`. The storage bucket and its emulator are not passed yet: nothing reads
-//! them until the Files API exists.
+//! `WORKER_CONCURRENCY`, `STORAGE_BUCKET` (the Files API and the worker's `file.finalize`; both
+//! off without it) and `STORAGE_EMULATOR_HOST` (only when set). The api-server signs URLs with
+//! the mounted service-account key (`GOOGLE_APPLICATION_CREDENTIALS`).
 
 use std::collections::BTreeMap;
 
@@ -67,6 +68,9 @@ pub(super) fn app_config(m: &AppMeta, spec: &ScalableAppSpec, ctx: &RenderContex
 
     let firebase = &spec.firebase;
     set("GOOGLE_CLOUD_PROJECT", firebase.project_id.clone());
+    if let Some(bucket) = &firebase.storage_bucket {
+        set("STORAGE_BUCKET", bucket.clone());
+    }
     if let Some(secret) = &firebase.credentials_secret {
         set(
             "GOOGLE_APPLICATION_CREDENTIALS",
@@ -79,6 +83,9 @@ pub(super) fn app_config(m: &AppMeta, spec: &ScalableAppSpec, ctx: &RenderContex
         }
         if let Some(host) = &emulators.auth {
             set("FIREBASE_AUTH_EMULATOR_HOST", host.clone());
+        }
+        if let Some(host) = &emulators.storage {
+            set("STORAGE_EMULATOR_HOST", host.clone());
         }
     }
 

@@ -242,6 +242,7 @@ fn config_wires_redis_firebase_and_otlp_by_reference() {
         "shop-sentinel-0.shop-sentinel-headless.prod.svc.cluster.local:26379"
     );
     assert_eq!(data["GOOGLE_CLOUD_PROJECT"], "shop-prod");
+    assert_eq!(data["STORAGE_BUCKET"], "shop-prod.appspot.com");
     assert_eq!(
         data["GOOGLE_APPLICATION_CREDENTIALS"],
         "/var/run/secrets/firebase/credentials.json"
@@ -280,13 +281,14 @@ fn emulator_hosts_appear_only_when_set() {
     a.spec.firebase.emulators = Some(FirebaseEmulators {
         firestore: Some("firestore:8080".into()),
         auth: None,
-        storage: None,
+        storage: Some("gcs:4443".into()),
     });
     let children = desired(&a, &all_caps()).unwrap();
     let data = typed::<ConfigMap>(&children, ChildKind::ConfigMap, "shop-config")
         .data
         .unwrap();
     assert_eq!(data["FIRESTORE_EMULATOR_HOST"], "firestore:8080");
+    assert_eq!(data["STORAGE_EMULATOR_HOST"], "gcs:4443");
     assert!(!data.contains_key("FIREBASE_AUTH_EMULATOR_HOST"));
     assert!(!data.contains_key("GOOGLE_APPLICATION_CREDENTIALS"));
     let d: Deployment = typed(&children, ChildKind::Deployment, "shop-api");

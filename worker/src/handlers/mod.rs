@@ -2,6 +2,7 @@
 //! implementing the trait and registering it in `run::registry`.
 
 pub mod basic;
+pub mod files;
 pub mod webhook;
 
 use std::collections::HashMap;

@@ -34,6 +34,9 @@ impl WorkerProcess {
             "GOOGLE_CLOUD_PROJECT",
             "WEBHOOK_SIGNING_SECRET",
             "WORKER_QUEUES",
+            "STORAGE_BUCKET",
+            "STORAGE_EMULATOR_HOST",
+            "STORAGE_MAX_UPLOAD_BYTES",
         ] {
             cmd.env_remove(var);
         }
