@@ -3,12 +3,14 @@
 use std::fmt::Write;
 
 use crate::{
-    AuthEmulator, ControlPlane, FirestoreEmulator, Helm, Promtool, RedisServer, Result,
-    SentinelGroup, Tools,
+    AuthEmulator, ControlPlane, FakeGcsServer, FirestoreEmulator, Helm, Promtool, RedisServer,
+    Result, SentinelGroup, Tools,
 };
 
 /// The Firebase project the emulators serve: `demo-` projects never reach Google.
 pub const DEMO_PROJECT: &str = "demo-scalable";
+/// The bucket the demo's uploads go to, on fake-gcs-server.
+pub const DEMO_BUCKET: &str = "demo-scalable-uploads";
 
 pub struct Environment {
     pub control_plane: ControlPlane,
@@ -16,6 +18,8 @@ pub struct Environment {
     pub sentinels: SentinelGroup,
     pub firestore: FirestoreEmulator,
     pub auth: AuthEmulator,
+    /// Cloud Storage (fake-gcs-server) with [`DEMO_BUCKET`] created.
+    pub storage: FakeGcsServer,
 }
 
 impl Environment {
@@ -24,19 +28,22 @@ impl Environment {
         // Fail fast on the tools that are only run on demand.
         Helm::new()?;
         Promtool::new()?;
-        let (control_plane, redis, sentinels, firestore, auth) = tokio::try_join!(
+        let (control_plane, redis, sentinels, firestore, auth, storage) = tokio::try_join!(
             ControlPlane::start(),
             RedisServer::start(),
             SentinelGroup::start(),
             FirestoreEmulator::start(),
             AuthEmulator::start(DEMO_PROJECT),
+            FakeGcsServer::start(),
         )?;
+        storage.create_bucket(DEMO_BUCKET).await?;
         Ok(Self {
             control_plane,
             redis,
             sentinels,
             firestore,
             auth,
+            storage,
         })
     }
 
@@ -74,7 +81,12 @@ impl Environment {
             "export FIREBASE_AUTH_EMULATOR_HOST={}",
             self.auth.host()
         );
-        let _ = writeln!(out, "export FIREBASE_PROJECT={}", self.auth.project());
+        let _ = writeln!(out, "export GOOGLE_CLOUD_PROJECT={}", self.auth.project());
+        let _ = writeln!(
+            out,
+            "export STORAGE_EMULATOR_HOST={} STORAGE_BUCKET={DEMO_BUCKET}",
+            self.storage.host()
+        );
         for (what, path) in [
             ("helm", tools.helm()),
             ("promtool", tools.promtool()),

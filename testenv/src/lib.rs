@@ -21,7 +21,7 @@ mod promtool;
 mod redis;
 mod tools;
 
-pub use environment::{DEMO_PROJECT, Environment};
+pub use environment::{DEMO_BUCKET, DEMO_PROJECT, Environment};
 pub use error::{Error, Result};
 pub use fake_gcs::FakeGcsServer;
 pub use firebase_auth::{AuthEmulator, AuthEmulatorClient, SignedUpUser};

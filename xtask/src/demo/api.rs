@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use serde_json::{Value, json};
-use testenv::{DEMO_PROJECT, Environment, Service, Tools, free_port};
+use testenv::{DEMO_BUCKET, DEMO_PROJECT, Environment, Service, Tools, free_port};
 
 use super::{show, sibling_binary, step};
 
@@ -61,6 +61,9 @@ pub(super) async fn journey(env: &Environment) -> anyhow::Result<ApiTier> {
             // Emulator mode: accepts the emulator's unsigned tokens (and logs a warning).
             .env("FIREBASE_AUTH_EMULATOR_HOST", env.auth.host())
             .env("API_COLLECTIONS", "notes")
+            // Files API: URLs signed for fake-gcs-server (with a throwaway key: it checks none).
+            .env("STORAGE_BUCKET", DEMO_BUCKET)
+            .env("STORAGE_EMULATOR_HOST", env.storage.host())
             .env("RUST_LOG", "warn");
         let log = dir.path().join(format!("api-server-{i}.log"));
         servers.push(ApiServer {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use serde_json::{Value, json};
-use testenv::{DEMO_PROJECT, Environment, Service, free_port};
+use testenv::{DEMO_BUCKET, DEMO_PROJECT, Environment, Service, free_port};
 
 use super::api::{ApiTier, call, sentinels, wait_ready};
 use super::{show, sibling_binary, step};
@@ -23,7 +23,12 @@ struct Delivery {
     body: String,
 }
 
-pub(super) async fn journey(env: &Environment, api: &ApiTier) -> anyhow::Result<()> {
+/// The running workers; dropping it stops them.
+pub(super) struct Workers {
+    _running: Vec<Service>,
+}
+
+pub(super) async fn start_workers(env: &Environment, api: &ApiTier) -> anyhow::Result<Workers> {
     step("Jobs: start two workers on the Sentinel-managed Redis");
     let http = reqwest::Client::new();
     let mut workers = Vec::new();
@@ -35,6 +40,8 @@ pub(super) async fn journey(env: &Environment, api: &ApiTier) -> anyhow::Result<
             .env("REDIS_MASTER_NAME", env.sentinels.master_name())
             .env("GOOGLE_CLOUD_PROJECT", DEMO_PROJECT)
             .env("FIRESTORE_EMULATOR_HOST", env.firestore.host())
+            .env("STORAGE_BUCKET", DEMO_BUCKET)
+            .env("STORAGE_EMULATOR_HOST", env.storage.host())
             .env("WEBHOOK_SIGNING_SECRET", "demo-webhook-secret")
             .env("WORKER_ADMIN_ADDR", "127.0.0.1")
             .env("WORKER_ADMIN_PORT", admin_port.to_string())
@@ -45,7 +52,11 @@ pub(super) async fn journey(env: &Environment, api: &ApiTier) -> anyhow::Result<
         wait_ready(&http, &format!("http://127.0.0.1:{admin_port}/readyz")).await?;
     }
     show(format!("{WORKERS} workers ready"));
+    Ok(Workers { _running: workers })
+}
 
+pub(super) async fn journey(env: &Environment, api: &ApiTier) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
     step("Jobs: publish a webhook job through the API");
     let (receiver_url, deliveries) = webhook_receiver()?;
     let job = json!({
@@ -98,7 +109,6 @@ pub(super) async fn journey(env: &Environment, api: &ApiTier) -> anyhow::Result<
     ));
     let outcome = firestore_outcome(&http, env, &id).await?;
     show(format!("Firestore jobs/{id}: {outcome}"));
-    drop(workers);
     Ok(())
 }
 

@@ -1,7 +1,8 @@
 //! `make demo`: the whole system on this machine, on embedded local defaults, narrated.
 //!
 //! It starts the local environment (a real control plane, Redis with Sentinel, the Firestore
-//! and Firebase Auth emulators), then walks through what each part does, printing every step.
+//! and Firebase Auth emulators, fake-gcs-server as the bucket), then walks through what each
+//! part does, printing every step.
 
 use std::time::{Duration, Instant};
 
@@ -12,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use testenv::{DEMO_PROJECT, Environment};
 
 mod api;
+mod files;
 mod jobs;
 mod operator;
 
@@ -32,7 +34,7 @@ fn show(text: impl AsRef<str>) {
 
 pub async fn run(options: Options) -> anyhow::Result<()> {
     step(
-        "Starting the local environment (etcd, kube-apiserver, kube-controller-manager, Redis, Sentinel, emulators)",
+        "Starting the local environment (etcd, kube-apiserver, kube-controller-manager, Redis, Sentinel, Firebase emulators, fake-gcs-server)",
     );
     let started = Instant::now();
     let env = Environment::start()
@@ -124,7 +126,10 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
 
     operator::journey(&env).await?;
     let api = api::journey(&env).await?;
+    let workers = jobs::start_workers(&env, &api).await?;
     jobs::journey(&env, &api).await?;
+    files::journey(&api).await?;
+    drop(workers);
 
     step("Done: every component is up and answering");
     if options.keep {
