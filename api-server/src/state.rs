@@ -102,7 +102,7 @@ impl AppState {
             args.rate_limit.rate_limit_fail,
             metrics.clone(),
         );
-        let jobs = Jobs::new(&args.jobs, &redis);
+        let jobs = Jobs::new(&args.jobs, &redis, &metrics);
         Self(Arc::new(Shared {
             jobs,
             metrics,

@@ -50,7 +50,11 @@ async fn enqueue_writes_the_record_and_a_claim_leases_it() -> anyhow::Result<()>
     let redis = RedisServer::start().await?;
     let q = queue(&handle(&redis.url()).await?, "basic")?;
     let e = q
-        .enqueue(NewJob::new("email.send", json!({"to": "a@b.c"})).with_traceparent(TP))
+        .enqueue(
+            NewJob::new("email.send", json!({"to": "a@b.c"}))
+                .with_traceparent(TP)
+                .with_owner("user:ann"),
+        )
         .await?;
     assert!(e.created);
     let rec = q
@@ -60,6 +64,8 @@ async fn enqueue_writes_the_record_and_a_claim_leases_it() -> anyhow::Result<()>
     assert_eq!(rec.state, JobState::Waiting);
     assert_eq!(rec.attempts, 0);
     assert_eq!(rec.payload, json!({"to": "a@b.c"}));
+    assert_eq!(rec.owner.as_deref(), Some("user:ann"));
+    assert_eq!(rec.traceparent.as_deref(), Some(TP));
 
     let Claim::Jobs(jobs) = q.claim("w1", 10, Duration::from_secs(5)).await? else {
         anyhow::bail!("nothing claimed");
@@ -97,6 +103,17 @@ async fn enqueue_writes_the_record_and_a_claim_leases_it() -> anyhow::Result<()>
         q.claim("w1", 10, Duration::from_secs(5)).await?,
         Claim::Empty { next_due: None }
     ));
+    // Unset optional fields read back as unset.
+    let plain = q.enqueue(NewJob::new("t", json!(null))).await?;
+    let plain = q
+        .get(&plain.id)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no record"))?;
+    assert_eq!(
+        (plain.owner, plain.traceparent, plain.idempotency_key),
+        (None, None, None)
+    );
+    assert!(plain.ready_at_ms.is_some_and(|t| t == plain.created_at_ms));
     Ok(())
 }
 
@@ -627,6 +644,9 @@ async fn invalid_jobs_are_refused_and_nothing_is_enqueued() -> anyhow::Result<()
         NewJob::new("t", json!(1)).with_traceparent("not-a-traceparent"),
         NewJob::new("t", json!(1)).with_max_attempts(0),
         NewJob::new("t", json!(1)).with_id("has space"),
+        NewJob::new("t", json!(1)).with_owner(""),
+        NewJob::new("t", json!(1))
+            .with_owner("o".repeat(platform::queue::job::MAX_OWNER_BYTES + 1)),
     ];
     for job in bad {
         let err = q.enqueue(job.clone()).await.err();

@@ -67,7 +67,7 @@ pub struct Enqueued {
 
 // KEYS: job, idempotency key, wait list of its priority, delayed, signal.
 // ARGV: id, type, payload, priority, max attempts, backoff base ms, backoff max ms, delay ms,
-//       traceparent, idempotency key, idempotency window ms.
+//       traceparent, idempotency key, idempotency window ms, owner.
 const ENQUEUE_BODY: &str = r#"
 if ARGV[10] ~= '' then
   local existing = redis.call('GET', KEYS[2])
@@ -82,6 +82,7 @@ redis.call('HSET', KEYS[1], 'id', ARGV[1], 'type', ARGV[2], 'payload', ARGV[3],
   'priority', ARGV[4], 'attempts', 0, 'max_attempts', ARGV[5], 'backoff_base_ms', ARGV[6],
   'backoff_max_ms', ARGV[7], 'state', state, 'created_at', now, 'traceparent', ARGV[9],
   'idem_key', ARGV[10])
+if ARGV[12] ~= '' then redis.call('HSET', KEYS[1], 'owner', ARGV[12]) end
 if delay > 0 then
   redis.call('HSET', KEYS[1], 'run_at', now + delay)
   redis.call('ZADD', KEYS[4], now + delay, ARGV[1])
@@ -119,15 +120,26 @@ impl Queue {
         let result = match &self.inner.committer {
             Some(committer) => committer.submit(cmds).await,
             None => commit_direct(self.handle(), &cmds).await,
-        }?;
+        };
         if let Some(m) = &self.config().metrics {
-            for (e, t) in result.iter().zip(&types) {
-                if e.created {
-                    m.enqueued(self.name().as_str(), t);
+            let queue = self.name().as_str();
+            match &result {
+                Ok(done) => {
+                    for (e, t) in done.iter().zip(&types) {
+                        if e.created {
+                            m.enqueued(queue, t);
+                        }
+                    }
                 }
+                Err(QueueError::NotDurable { .. }) => {
+                    for t in &types {
+                        m.not_durable(queue, t);
+                    }
+                }
+                Err(_) => {}
             }
         }
-        Ok(result)
+        result
     }
 }
 
@@ -160,7 +172,8 @@ fn enqueue_cmd(keys: &Keys, job: &NewJob, idem_window: Duration) -> Result<Cmd> 
         .arg(job.delay.as_millis() as u64)
         .arg(job.traceparent.as_deref().unwrap_or(""))
         .arg(&idem)
-        .arg(idem_window.as_millis().max(1) as u64);
+        .arg(idem_window.as_millis().max(1) as u64)
+        .arg(job.owner.as_deref().unwrap_or(""));
     // EVALSHA, for use in pipelines; NOSCRIPT is handled by loading and resending the batch.
     Ok(Cmd::invoke_script(&inv))
 }
