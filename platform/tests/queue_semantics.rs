@@ -610,6 +610,54 @@ async fn durable_enqueue_without_replicas_fails_clearly() -> anyhow::Result<()> 
 }
 
 #[tokio::test]
+async fn an_abandoned_durable_enqueue_still_answers_the_others_in_its_batch() -> anyhow::Result<()>
+{
+    // No replica, so every WAIT blocks for its whole timeout: enqueues pile up behind the one
+    // lane, and the first (which sends from its own task) is dropped while it waits.
+    let redis = RedisServer::start().await?;
+    let q = Queue::new(
+        handle(&redis.url()).await?,
+        QueueName::new("abandoned")?,
+        QueueConfig {
+            durability: Durability {
+                replicas: 1,
+                timeout: Duration::from_millis(300),
+                lanes: 1,
+            },
+            ..Default::default()
+        },
+    );
+    let leader = tokio::spawn({
+        let q = q.clone();
+        async move { q.enqueue(NewJob::new("t", json!(0)).with_id("lead")).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut others = Vec::new();
+    for i in 0..3 {
+        let q = q.clone();
+        others.push(tokio::spawn(async move {
+            q.enqueue(NewJob::new("t", json!(i)).with_id(format!("o{i}")))
+                .await
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    leader.abort();
+    // A liveness bound, not a speed check: without the hand-over they would wait forever.
+    let bound = Duration::from_secs(20);
+    for other in others {
+        let r = tokio::time::timeout(bound, other).await??;
+        assert!(matches!(r, Err(QueueError::NotDurable { .. })), "{r:?}");
+    }
+    // The lane was freed: a later enqueue is sent and answered too.
+    let r = tokio::time::timeout(bound, q.enqueue(NewJob::new("t", json!(9)))).await?;
+    assert!(matches!(r, Err(QueueError::NotDurable { .. })), "{r:?}");
+    // Everything sent was written, the abandoned one included.
+    let s = q.stats().await?;
+    assert_eq!(s.waiting, 5);
+    Ok(())
+}
+
+#[tokio::test]
 async fn stats_report_depth_and_the_oldest_ready_job() -> anyhow::Result<()> {
     let redis = RedisServer::start().await?;
     let q = queue(&handle(&redis.url()).await?, "stats")?;
