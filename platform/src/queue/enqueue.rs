@@ -133,7 +133,7 @@ impl Queue {
         let types: Vec<String> = jobs.into_iter().map(|j| j.job_type).collect();
         let result = match &self.inner.committer {
             Some(committer) => committer.submit(cmds).await,
-            None => commit_direct(self.handle(), &cmds).await,
+            None => commit_direct(self.handle(), cmds).await,
         };
         if let Some(m) = &self.config().metrics {
             let queue = self.name().as_str();
@@ -211,21 +211,20 @@ fn is_noscript(e: &redis::RedisError) -> bool {
 }
 
 /// Without durability: one pipeline on the shared connection.
-async fn commit_direct(handle: &RedisHandle, cmds: &[Cmd]) -> Result<Vec<Enqueued>> {
+async fn commit_direct(handle: &RedisHandle, cmds: Vec<Cmd>) -> Result<Vec<Enqueued>> {
+    let mut pipe = redis::pipe();
+    for c in cmds {
+        pipe.add_command(c);
+    }
+    let pipe = &pipe;
     let values: Vec<Value> = handle
-        .run(|mut conn| {
-            let mut pipe = redis::pipe();
-            for c in cmds {
-                pipe.add_command(c.clone());
-            }
-            async move {
-                match pipe.query_async(&mut conn).await {
-                    Err(e) if is_noscript(&e) => {
-                        ENQUEUE.load_async(&mut conn).await?;
-                        pipe.query_async(&mut conn).await
-                    }
-                    other => other,
+        .run(|mut conn| async move {
+            match pipe.query_async(&mut conn).await {
+                Err(e) if is_noscript(&e) => {
+                    ENQUEUE.load_async(&mut conn).await?;
+                    pipe.query_async(&mut conn).await
                 }
+                other => other,
             }
         })
         .await?;
