@@ -371,10 +371,10 @@ fn take_batch(pending: &mut Vec<Request>) -> Vec<Request> {
     let mut n = 0;
     let take = pending
         .iter()
-        .take_while(|r| {
-            let first = n == 0;
+        .enumerate()
+        .take_while(|(i, r)| {
             n += r.cmds.len();
-            first || n <= MAX_BATCH_CMDS
+            *i == 0 || n <= MAX_BATCH_CMDS
         })
         .count();
     if take == pending.len() {
@@ -498,5 +498,32 @@ async fn commit_durable(
             continue;
         }
         return Err(err.into());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(n: usize) -> Request {
+        Request {
+            cmds: (0..n).map(|_| redis::cmd("PING")).collect(),
+            reply: oneshot::channel().0,
+        }
+    }
+
+    fn sizes(batch: &[Request]) -> Vec<usize> {
+        batch.iter().map(|r| r.cmds.len()).collect()
+    }
+
+    #[test]
+    fn batches_stop_at_the_command_cap_but_always_take_one_request() {
+        let mut pending = vec![request(600), request(300), request(200), request(5)];
+        assert_eq!(sizes(&take_batch(&mut pending)), [600, 300]);
+        assert_eq!(sizes(&take_batch(&mut pending)), [200, 5]);
+        assert!(pending.is_empty());
+        let mut pending = vec![request(1500), request(1)];
+        assert_eq!(sizes(&take_batch(&mut pending)), [1500]);
+        assert_eq!(sizes(&pending), [1]);
     }
 }
