@@ -6,9 +6,10 @@
 //! checked as those handlers check them, so a job that could only fail is refused with a 4xx
 //! and never enqueued.
 //!
-//! Ownership: the queue's job record has no owner field, so the publisher's uid travels in the
-//! payload as [`OWNER_FIELD`]. That way it is written atomically with the job, replicated with
-//! it (the durability wait covers it) and removed with it by retention, with no extra key.
+//! Ownership: the publisher's uid is the job record's `owner` ([`NewJob::with_owner`]), written
+//! by the same script as the job, so it is replicated with it (the durability wait covers it)
+//! and removed with it by retention. It is not part of the payload: the handler gets exactly the
+//! payload the client sent, and nothing in a payload can claim a job for someone else.
 //! Idempotency keys are scoped per owner, so two users' keys never name the same job.
 
 use std::time::Duration;
@@ -26,13 +27,11 @@ use sha2::{Digest, Sha256};
 
 use crate::auth::Caller;
 use crate::config::JobsArgs;
-use crate::observability::TraceContext;
+use crate::observability::{Metrics, TraceContext};
 use crate::problem::Problem;
 use crate::redis::Redis;
 use crate::state::AppState;
 
-/// Payload member carrying the publisher's uid; clients may not set it.
-pub const OWNER_FIELD: &str = "_owner";
 /// Job types this API publishes: the worker's built-in handlers.
 pub const JOB_TYPES: [&str; 3] = ["noop", "sleep", "webhook.deliver"];
 /// The worker's `sleep` handler refuses longer sleeps.
@@ -48,14 +47,16 @@ pub struct Jobs {
 }
 
 impl Jobs {
-    /// Shares the server's Redis connection. Must be called inside a Tokio runtime.
-    pub fn new(args: &JobsArgs, redis: &Redis) -> Self {
+    /// Shares the server's Redis connection; counts into the server's /metrics. Must be called
+    /// inside a Tokio runtime.
+    pub fn new(args: &JobsArgs, redis: &Redis, metrics: &Metrics) -> Self {
         let config = QueueConfig {
             durability: Durability {
                 replicas: args.jobs_durable_replicas,
                 timeout: Duration::from_millis(args.jobs_durable_timeout_ms),
                 ..Durability::default()
             },
+            metrics: Some(metrics.queue().clone()),
             ..QueueConfig::default()
         };
         Self {
@@ -97,11 +98,6 @@ fn payload(job_type: &str, payload: Option<Value>) -> Result<Map<String, Value>,
         Some(Value::Object(m)) => m,
         Some(_) => return Err(unprocessable("payload must be a JSON object")),
     };
-    if map.contains_key(OWNER_FIELD) {
-        return Err(unprocessable(format!(
-            "payload member {OWNER_FIELD:?} is reserved"
-        )));
-    }
     match job_type {
         "sleep" => {
             let ok = map
@@ -134,10 +130,6 @@ fn payload(job_type: &str, payload: Option<Value>) -> Result<Map<String, Value>,
 fn owner_scope(uid: &str) -> String {
     let digest = Sha256::digest(uid.as_bytes());
     digest[..16].iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn owner_of(record: &JobRecord) -> Option<&str> {
-    record.payload.get(OWNER_FIELD).and_then(Value::as_str)
 }
 
 pub(crate) fn queue_problem(e: QueueError) -> Problem {
@@ -188,7 +180,7 @@ fn representation(r: &JobRecord) -> Value {
         "progress": r.progress,
         "result": r.result,
         "lastError": r.last_error,
-        "owner": owner_of(r),
+        "owner": r.owner,
         "createdAt": timestamp(r.created_at_ms),
         "runAt": r.run_at_ms.and_then(timestamp),
         "startedAt": r.started_at_ms.and_then(timestamp),
@@ -224,7 +216,7 @@ pub async fn create(
     })?;
     let body: EnqueueBody = serde_json::from_slice(&body)
         .map_err(|e| Problem::bad_request(format!("invalid body: {e}")))?;
-    let mut data = payload(&body.job_type, body.payload)?;
+    let data = payload(&body.job_type, body.payload)?;
     let priority = match &body.priority {
         Some(p) => p
             .parse::<Priority>()
@@ -237,8 +229,8 @@ pub async fn create(
             "delaySeconds must be at most {MAX_DELAY_SECONDS}"
         )));
     }
-    data.insert(OWNER_FIELD.into(), Value::String(caller.uid().into()));
     let mut job = NewJob::new(body.job_type, Value::Object(data))
+        .with_owner(caller.uid())
         .with_priority(priority)
         .with_delay(Duration::from_secs(delay_seconds));
     let traceparent = trace.traceparent();
@@ -311,7 +303,7 @@ pub async fn get(
     }
     let record = state.jobs.queue.get(&id).await.map_err(queue_problem)?;
     match record {
-        Some(r) if owner_of(&r) == Some(caller.uid()) || caller.is_admin() => {
+        Some(r) if r.owner.as_deref() == Some(caller.uid()) || caller.is_admin() => {
             let mut response = axum::Json(representation(&r)).into_response();
             // The state changes as the job runs; never serve it from a cache.
             response
@@ -336,7 +328,6 @@ mod tests {
         for (t, p) in [
             ("mail.send", json!({})),
             ("noop", json!([1])),
-            ("noop", json!({"_owner": "someone"})),
             ("sleep", json!({"ms": -1})),
             ("sleep", json!({"ms": "5"})),
             ("sleep", json!({"ms": MAX_SLEEP_MS + 1})),

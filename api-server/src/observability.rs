@@ -62,6 +62,7 @@ struct Inner {
     redis: HistogramFamily<CallLabels>,
     firestore: HistogramFamily<CallLabels>,
     key_fetches: Family<ResultLabel, Counter>,
+    queue: platform::queue::QueueMetrics,
 }
 
 fn latency_histogram() -> Histogram {
@@ -120,8 +121,12 @@ impl Metrics {
             "HTTP fetches of token signing keys by result",
             key_fetches.clone(),
         );
+        // The job queue's enqueue side (`queue_jobs_enqueued_total`, ...), same names as the
+        // worker's, so one query covers both.
+        let queue = platform::queue::QueueMetrics::register_publisher(&mut registry);
         Self {
             inner: Arc::new(Inner {
+                queue,
                 registry,
                 http,
                 cache,
@@ -132,6 +137,11 @@ impl Metrics {
                 key_fetches,
             }),
         }
+    }
+
+    /// The job queue's metrics, for the queue handle the server publishes with.
+    pub fn queue(&self) -> &platform::queue::QueueMetrics {
+        &self.inner.queue
     }
 
     pub fn encode(&self) -> String {

@@ -106,7 +106,7 @@ pub struct JobRequest {
     /// `{"url": "http(s)://…", "body": <any JSON>}`).
     #[serde(rename = "type")]
     pub job_type: JobType,
-    /// A JSON object; the member `_owner` is reserved.
+    /// A JSON object, given to the job's handler as sent.
     #[schema(value_type = Option<Object>)]
     pub payload: Option<Map<String, Value>>,
     /// Repeating a key (per caller, within 24 h) returns the existing job instead of a new one.

@@ -117,7 +117,7 @@ impl AppState {
             args.rate_limit.rate_limit_fail,
             metrics.clone(),
         );
-        let jobs = Jobs::new(&args.jobs, &redis);
+        let jobs = Jobs::new(&args.jobs, &redis, &metrics);
         Self(Arc::new(Shared {
             jobs,
             files: files.map(Arc::new),

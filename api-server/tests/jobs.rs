@@ -150,8 +150,8 @@ async fn accepted_job_is_visible_to_its_owner_and_admins_and_completes() -> anyh
         anyhow::bail!("empty claim")
     };
     assert_eq!(job.id, id);
-    assert_eq!(job.payload["ms"], 10);
-    assert_eq!(job.payload["_owner"], "ann");
+    // The handler's payload is what the client sent; the owner is in the record, not in it.
+    assert_eq!(job.payload, json!({"ms": 10}));
     let tp = job.traceparent.clone().unwrap_or_default();
     assert!(
         tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
@@ -229,7 +229,6 @@ async fn invalid_jobs_are_refused_and_nothing_is_enqueued() -> anyhow::Result<()
         json!({"type": "sleep", "payload": {"ms": 3_600_001}}),
         json!({"type": "sleep"}),
         json!({"type": "noop", "payload": [1, 2]}),
-        json!({"type": "noop", "payload": {"_owner": "bob"}}),
         json!({"type": "noop", "priority": "urgent"}),
         json!({"type": "noop", "delaySeconds": 999_999_999}),
         json!({"type": "noop", "idempotencyKey": ""}),
@@ -266,5 +265,84 @@ async fn durability_that_cannot_be_met_is_a_503_not_an_acceptance() -> anyhow::R
     );
     assert!(r.headers.get(header::LOCATION).is_none());
     assert_eq!(header_of(&r, header::RETRY_AFTER), "1");
+    let text = f.state.metrics.encode();
+    assert!(
+        text.contains(r#"queue_jobs_not_durable_total{queue="api-jobs",type="noop"} 1"#),
+        "{text}"
+    );
+    // Written to the master but not accepted: not counted as enqueued.
+    assert!(!text.contains("queue_jobs_enqueued_total{"), "{text}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn nothing_in_the_payload_can_claim_a_job_for_someone_else() -> anyhow::Result<()> {
+    let f = fixture("0").await?;
+    let s = &f.state;
+    let sent = json!({"_owner": "bob", "owner": "bob", "uid": "bob", "n": 1});
+    let accepted = post(s, "ann", json!({"type": "noop", "payload": sent.clone()})).await?;
+    assert_eq!(accepted.status, StatusCode::ACCEPTED, "{}", accepted.body);
+    let id = id_of(&accepted);
+
+    let bobs = call(s, "GET", &format!("/v1/jobs/{id}"), "bob", None).await?;
+    assert_problem(&bobs, 404);
+    let anns = call(s, "GET", &format!("/v1/jobs/{id}"), "ann", None).await?;
+    assert_eq!(anns.status, StatusCode::OK, "{}", anns.body);
+    assert_eq!(anns.body["owner"], "ann");
+    let record = s.jobs.queue.get(&id).await?;
+    assert_eq!(
+        record.and_then(|r| r.owner).as_deref(),
+        Some("ann"),
+        "the record names the caller"
+    );
+
+    // The handler gets the payload exactly as sent, look-alike members included.
+    let Claim::Jobs(mut jobs) = s
+        .jobs
+        .queue
+        .claim("test-worker", 1, Duration::from_secs(30))
+        .await?
+    else {
+        anyhow::bail!("nothing claimed")
+    };
+    let job = jobs.pop().ok_or_else(|| anyhow::anyhow!("empty claim"))?;
+    assert_eq!(job.id, id);
+    assert_eq!(job.payload, sent);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_published_job_is_counted_on_the_admin_metrics() -> anyhow::Result<()> {
+    use tower::ServiceExt as _;
+    let f = fixture("0").await?;
+    let accepted = post(
+        &f.state,
+        "ann",
+        json!({"type": "sleep", "payload": {"ms": 1}}),
+    )
+    .await?;
+    assert_eq!(accepted.status, StatusCode::ACCEPTED, "{}", accepted.body);
+    // A repeat of an idempotency key creates nothing and counts nothing.
+    let keyed = json!({"type": "noop", "idempotencyKey": "k"});
+    for _ in 0..2 {
+        let r = post(&f.state, "ann", keyed.clone()).await?;
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    }
+
+    let response = api_server::routes::admin(f.state.clone())
+        .oneshot(Request::get("/metrics").body(Body::empty())?)
+        .await?;
+    assert_eq!(response.status(), StatusCode::OK);
+    let text = String::from_utf8(
+        axum::body::to_bytes(response.into_body(), 4 << 20)
+            .await?
+            .to_vec(),
+    )?;
+    for line in [
+        r#"queue_jobs_enqueued_total{queue="api-jobs",type="sleep"} 1"#,
+        r#"queue_jobs_enqueued_total{queue="api-jobs",type="noop"} 1"#,
+    ] {
+        assert!(text.contains(line), "{line:?} missing in\n{text}");
+    }
     Ok(())
 }

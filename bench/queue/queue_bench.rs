@@ -17,6 +17,7 @@ use platform::queue::{
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
+#[derive(Clone, Copy)]
 struct Sizes {
     single: usize,
     concurrent: usize,
@@ -81,6 +82,53 @@ async fn enqueue_single(h: &RedisHandle, n: usize, durable: bool) -> anyhow::Res
     Ok(n as f64 / t.elapsed().as_secs_f64())
 }
 
+/// Server-side cost per call of the commands an enqueue sends (`INFO commandstats`, since the
+/// last `CONFIG RESETSTAT`): the script's own time, and how long `WAIT` blocked.
+async fn server_cost(h: &RedisHandle) -> anyhow::Result<Value> {
+    let mut c = h.conn().conn;
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut c)
+        .await?;
+    let mut out = serde_json::Map::new();
+    for line in info.lines() {
+        let Some((name, fields)) = line.split_once(':') else {
+            continue;
+        };
+        let name = name.trim_start_matches("cmdstat_");
+        for field in fields.split(',') {
+            if let Some((k, v)) = field.split_once('=')
+                && matches!(k, "calls" | "usec_per_call")
+                && let Ok(v) = v.parse::<f64>()
+            {
+                out.insert(format!("{name}_{k}"), json!(v));
+            }
+        }
+    }
+    Ok(Value::Object(out))
+}
+
+async fn reset_stats(h: &RedisHandle) -> anyhow::Result<()> {
+    let mut c = h.conn().conn;
+    let () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut c)
+        .await?;
+    Ok(())
+}
+
+/// One at a time, durable, with the server's per-command cost.
+async fn enqueue_single_costed(h: &RedisHandle, n: usize) -> anyhow::Result<(f64, Value)> {
+    flush(h).await?;
+    // The first call loads the script; keep it out of the counts.
+    queue(h, "warm", true)?
+        .enqueue(NewJob::new("noop", json!({})))
+        .await?;
+    reset_stats(h).await?;
+    let rate = enqueue_single(h, n, true).await?;
+    Ok((rate, server_cost(h).await?))
+}
+
 async fn enqueue_concurrent(
     h: &RedisHandle,
     n: usize,
@@ -134,6 +182,44 @@ async fn enqueue_bulk(
         q.enqueue_many(jobs).await?;
     }
     Ok(n as f64 / t.elapsed().as_secs_f64())
+}
+
+/// The raw floor, measured in the same run: `clients` connections of their own, each sending
+/// `SET` (and, when `durable`, `WAIT 1` in the same write) and awaiting the reply, `n` in all.
+async fn floor_set_wait(
+    h: &RedisHandle,
+    n: usize,
+    clients: usize,
+    durable: bool,
+) -> anyhow::Result<f64> {
+    flush(h).await?;
+    let per = n / clients;
+    let mut conns = Vec::new();
+    for _ in 0..clients {
+        conns.push(h.dedicated(Some(Duration::from_secs(5))).await?.conn);
+    }
+    let t = Instant::now();
+    let mut tasks = Vec::new();
+    for (c, mut conn) in conns.into_iter().enumerate() {
+        tasks.push(tokio::spawn(async move {
+            for i in 0..per {
+                let mut pipe = redis::pipe();
+                pipe.cmd("SET")
+                    .arg(format!("floor:{c}:{i}"))
+                    .arg("x")
+                    .ignore();
+                if durable {
+                    pipe.cmd("WAIT").arg(1).arg(2000);
+                }
+                let _: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    Ok((per * clients) as f64 / t.elapsed().as_secs_f64())
 }
 
 /// Counts settled jobs; with `latency`, records enqueue-to-start from the payload's `t` (µs).
@@ -235,15 +321,24 @@ async fn latency(h: &RedisHandle, n: usize, concurrency: usize) -> anyhow::Resul
 }
 
 async fn rust_side(h: &RedisHandle, n: &Sizes) -> anyhow::Result<Value> {
+    let (single, cost) = enqueue_single_costed(h, n.single).await?;
     Ok(json!({
         "impl": "platform::queue",
-        "enqueue_single_per_s": enqueue_single(h, n.single, true).await?,
+        "enqueue_single_per_s": single,
+        "server_cost_single_durable": cost,
         "enqueue_concurrent8_per_s": enqueue_concurrent(h, n.concurrent, 8, true).await?,
         "enqueue_bulk1000_per_s": enqueue_bulk(h, n.bulk, 1000, true).await?,
         "non_durable": {
             "enqueue_single_per_s": enqueue_single(h, n.single, false).await?,
             "enqueue_concurrent8_per_s": enqueue_concurrent(h, n.concurrent, 8, false).await?,
             "enqueue_bulk1000_per_s": enqueue_bulk(h, n.bulk, 1000, false).await?,
+        },
+        // What Redis itself allows here, same run: SET (+ WAIT 1) one at a time and 8 at once.
+        "floor": {
+            "set_wait1_single_per_s": floor_set_wait(h, n.single, 1, true).await?,
+            "set_wait1_concurrent8_per_s": floor_set_wait(h, n.concurrent, 8, true).await?,
+            "set_single_per_s": floor_set_wait(h, n.single, 1, false).await?,
+            "set_concurrent8_per_s": floor_set_wait(h, n.concurrent, 8, false).await?,
         },
         "durable_enqueue_concurrent8_by_lanes": {
             "1": enqueue_concurrent_lanes(h, n.concurrent, 8, true, 1).await?,
@@ -255,6 +350,14 @@ async fn rust_side(h: &RedisHandle, n: &Sizes) -> anyhow::Result<Value> {
         "process_c32_per_s": processing(h, n.c32, 32).await?,
         "latency_c32": latency(h, n.latency, 32).await?,
     }))
+}
+
+/// `a / b` rounded to two places, for two numbers.
+fn over(a: &Value, b: &Value) -> Value {
+    match (a.as_f64(), b.as_f64()) {
+        (Some(a), Some(b)) if b > 0.0 => json!((a / b * 100.0).round() / 100.0),
+        _ => Value::Null,
+    }
 }
 
 fn ratio(ours: &Value, theirs: &Value, path: &[&str]) -> Value {
@@ -313,7 +416,13 @@ async fn main() -> anyhow::Result<()> {
         ConnectionOptions::default(),
     )
     .await?;
-    let ours = rust_side(&handle, &n).await?;
+    // How this benchmark measured until November 2026, kept for comparison: one at a time from
+    // `main`'s own future, which runs on the thread that called `block_on` (not a runtime
+    // worker), so every reply wakes it across threads.
+    let from_main = enqueue_single(&handle, n.single, true).await?;
+    // The rest on a runtime worker, as a server's request handlers run.
+    let mut ours = tokio::spawn(async move { rust_side(&handle, &n).await }).await??;
+    ours["enqueue_single_durable_from_block_on_thread_per_s"] = json!(from_main);
 
     let ratios = json!({
         "enqueue_single_durable_vs_bullmq": ratio(&ours, &bullmq, &["enqueue_single_per_s"]),
@@ -323,6 +432,17 @@ async fn main() -> anyhow::Result<()> {
         "process_c32_vs_bullmq": ratio(&ours, &bullmq, &["process_c32_per_s"]),
         "latency_p50_vs_bullmq": ratio(&ours, &bullmq, &["latency_c32", "p50_ms"]),
         "latency_p99_vs_bullmq": ratio(&ours, &bullmq, &["latency_c32", "p99_ms"]),
+        "enqueue_single_not_durable_vs_bullmq": ratio(&ours["non_durable"], &bullmq, &["enqueue_single_per_s"]),
+        "enqueue_concurrent8_not_durable_vs_bullmq": ratio(&ours["non_durable"], &bullmq, &["enqueue_concurrent8_per_s"]),
+    });
+    // Ours against the raw floor of the same run (SET + WAIT 1, one connection per client).
+    let floor = &ours["floor"];
+    let vs_floor = json!({
+        "enqueue_single_durable_vs_set_wait1":
+            over(&ours["enqueue_single_per_s"], &floor["set_wait1_single_per_s"]),
+        "enqueue_concurrent8_durable_vs_set_wait1":
+            over(&ours["enqueue_concurrent8_per_s"], &floor["set_wait1_concurrent8_per_s"]),
+        "bullmq_single_vs_set": over(&bullmq["enqueue_single_per_s"], &floor["set_single_per_s"]),
     });
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let report = json!({
@@ -339,6 +459,7 @@ async fn main() -> anyhow::Result<()> {
         "bullmq": bullmq,
         "platform_queue": ours,
         "ratios_ours_over_bullmq": ratios,
+        "ratios_over_floor": vs_floor,
     });
     let path = root.join("docs/benchmarks/queue.json");
     std::fs::create_dir_all(root.join("docs/benchmarks"))?;

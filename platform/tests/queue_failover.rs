@@ -201,3 +201,93 @@ async fn killing_the_master_under_load_loses_no_acknowledged_job() -> anyhow::Re
     println!("{reruns} jobs ran more than once (lease expiry after the failover)");
     Ok(())
 }
+
+/// Stops a process until dropped (so a failing test does not leave it stopped).
+struct Stopped(nix::unistd::Pid);
+
+impl Stopped {
+    fn new(pid: i32) -> anyhow::Result<Self> {
+        let pid = nix::unistd::Pid::from_raw(pid);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP)?;
+        Ok(Self(pid))
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(self.0, nix::sys::signal::Signal::SIGCONT);
+    }
+}
+
+#[tokio::test]
+async fn a_repeated_enqueue_is_acknowledged_only_once_a_replica_holds_the_job() -> anyhow::Result<()>
+{
+    use platform::queue::{Durability, NewJob, Queue, QueueConfig, QueueError, QueueName};
+    use queue_support::{eventually, handle};
+    use serde_json::json;
+
+    // A master and one replica of it.
+    let master = testenv::RedisServer::start().await?;
+    let replica = testenv::RedisServer::start().await?;
+    let mut r = handle(&replica.url()).await?.conn().conn;
+    let () = redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(master.port())
+        .query_async(&mut r)
+        .await?;
+    let info: String = redis::cmd("INFO").arg("server").query_async(&mut r).await?;
+    let pid: i32 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("process_id:"))
+        .ok_or_else(|| anyhow::anyhow!("no process_id in INFO"))?
+        .trim()
+        .parse()?;
+    let h = handle(&master.url()).await?;
+    let m = h.conn().conn;
+    let synced = eventually(Duration::from_secs(10), || {
+        let mut m = m.clone();
+        async move {
+            let info: String = redis::cmd("INFO")
+                .arg("replication")
+                .query_async(&mut m)
+                .await
+                .unwrap_or_default();
+            info.contains("state=online")
+        }
+    })
+    .await;
+    assert!(synced, "the replica never came online");
+
+    // Two publishers, each with its own lane connection.
+    let durable = |ms| QueueConfig {
+        durability: Durability {
+            replicas: 1,
+            timeout: Duration::from_millis(ms),
+            lanes: 1,
+        },
+        ..QueueConfig::default()
+    };
+    let name = QueueName::new("repeat")?;
+    let first = Queue::new(h.clone(), name.clone(), durable(300));
+    let second = Queue::new(h.clone(), name.clone(), durable(300));
+    let keyed = || NewJob::new("t", json!(1)).with_idempotency_key("k");
+    let by_id = || NewJob::new("t", json!(2)).with_id("job-x");
+    assert!(first.enqueue(NewJob::new("t", json!(0))).await?.created);
+
+    // The replica stops acknowledging: the first enqueue is written but not durable ...
+    let stopped = Stopped::new(pid)?;
+    for job in [keyed(), by_id()] {
+        let r = first.enqueue(job.clone()).await;
+        assert!(matches!(r, Err(QueueError::NotDurable { .. })), "{r:?}");
+        // ... and so is its repeat through another connection, which finds the job written.
+        let r = second.enqueue(job).await;
+        assert!(matches!(r, Err(QueueError::NotDurable { .. })), "{r:?}");
+    }
+    drop(stopped);
+    let later = Queue::new(h.clone(), name, durable(10_000));
+    let again = later.enqueue(keyed()).await?;
+    assert!(!again.created);
+    let again = later.enqueue(by_id()).await?;
+    assert_eq!((again.id.as_str(), again.created), ("job-x", false));
+    Ok(())
+}

@@ -50,7 +50,11 @@ async fn enqueue_writes_the_record_and_a_claim_leases_it() -> anyhow::Result<()>
     let redis = RedisServer::start().await?;
     let q = queue(&handle(&redis.url()).await?, "basic")?;
     let e = q
-        .enqueue(NewJob::new("email.send", json!({"to": "a@b.c"})).with_traceparent(TP))
+        .enqueue(
+            NewJob::new("email.send", json!({"to": "a@b.c"}))
+                .with_traceparent(TP)
+                .with_owner("user:ann"),
+        )
         .await?;
     assert!(e.created);
     let rec = q
@@ -60,6 +64,8 @@ async fn enqueue_writes_the_record_and_a_claim_leases_it() -> anyhow::Result<()>
     assert_eq!(rec.state, JobState::Waiting);
     assert_eq!(rec.attempts, 0);
     assert_eq!(rec.payload, json!({"to": "a@b.c"}));
+    assert_eq!(rec.owner.as_deref(), Some("user:ann"));
+    assert_eq!(rec.traceparent.as_deref(), Some(TP));
 
     let Claim::Jobs(jobs) = q.claim("w1", 10, Duration::from_secs(5)).await? else {
         anyhow::bail!("nothing claimed");
@@ -97,6 +103,17 @@ async fn enqueue_writes_the_record_and_a_claim_leases_it() -> anyhow::Result<()>
         q.claim("w1", 10, Duration::from_secs(5)).await?,
         Claim::Empty { next_due: None }
     ));
+    // Unset optional fields read back as unset.
+    let plain = q.enqueue(NewJob::new("t", json!(null))).await?;
+    let plain = q
+        .get(&plain.id)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no record"))?;
+    assert_eq!(
+        (plain.owner, plain.traceparent, plain.idempotency_key),
+        (None, None, None)
+    );
+    assert!(plain.ready_at_ms.is_some_and(|t| t == plain.created_at_ms));
     Ok(())
 }
 
@@ -593,6 +610,54 @@ async fn durable_enqueue_without_replicas_fails_clearly() -> anyhow::Result<()> 
 }
 
 #[tokio::test]
+async fn an_abandoned_durable_enqueue_still_answers_the_others_in_its_batch() -> anyhow::Result<()>
+{
+    // No replica, so every WAIT blocks for its whole timeout: enqueues pile up behind the one
+    // lane, and the first (which sends from its own task) is dropped while it waits.
+    let redis = RedisServer::start().await?;
+    let q = Queue::new(
+        handle(&redis.url()).await?,
+        QueueName::new("abandoned")?,
+        QueueConfig {
+            durability: Durability {
+                replicas: 1,
+                timeout: Duration::from_millis(300),
+                lanes: 1,
+            },
+            ..Default::default()
+        },
+    );
+    let leader = tokio::spawn({
+        let q = q.clone();
+        async move { q.enqueue(NewJob::new("t", json!(0)).with_id("lead")).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut others = Vec::new();
+    for i in 0..3 {
+        let q = q.clone();
+        others.push(tokio::spawn(async move {
+            q.enqueue(NewJob::new("t", json!(i)).with_id(format!("o{i}")))
+                .await
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    leader.abort();
+    // A liveness bound, not a speed check: without the hand-over they would wait forever.
+    let bound = Duration::from_secs(20);
+    for other in others {
+        let r = tokio::time::timeout(bound, other).await??;
+        assert!(matches!(r, Err(QueueError::NotDurable { .. })), "{r:?}");
+    }
+    // The lane was freed: a later enqueue is sent and answered too.
+    let r = tokio::time::timeout(bound, q.enqueue(NewJob::new("t", json!(9)))).await?;
+    assert!(matches!(r, Err(QueueError::NotDurable { .. })), "{r:?}");
+    // Everything sent was written, the abandoned one included.
+    let s = q.stats().await?;
+    assert_eq!(s.waiting, 5);
+    Ok(())
+}
+
+#[tokio::test]
 async fn stats_report_depth_and_the_oldest_ready_job() -> anyhow::Result<()> {
     let redis = RedisServer::start().await?;
     let q = queue(&handle(&redis.url()).await?, "stats")?;
@@ -627,6 +692,9 @@ async fn invalid_jobs_are_refused_and_nothing_is_enqueued() -> anyhow::Result<()
         NewJob::new("t", json!(1)).with_traceparent("not-a-traceparent"),
         NewJob::new("t", json!(1)).with_max_attempts(0),
         NewJob::new("t", json!(1)).with_id("has space"),
+        NewJob::new("t", json!(1)).with_owner(""),
+        NewJob::new("t", json!(1))
+            .with_owner("o".repeat(platform::queue::job::MAX_OWNER_BYTES + 1)),
     ];
     for job in bad {
         let err = q.enqueue(job.clone()).await.err();

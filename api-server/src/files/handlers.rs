@@ -272,8 +272,15 @@ pub async fn create(
 
 /// Queues the finalize job; one job per file however often this is called. Client idempotency
 /// keys all start with a 32-hex-digit owner scope (jobs.rs), so they never collide with these.
-async fn enqueue_finalize(state: &AppState, trace: &TraceContext, id: &str) -> Result<(), Problem> {
+/// The job belongs to the file's owner, so `GET /v1/jobs/{id}` shows it to them as to an admin.
+async fn enqueue_finalize(
+    state: &AppState,
+    trace: &TraceContext,
+    id: &str,
+    owner: &str,
+) -> Result<(), Problem> {
     let mut job = NewJob::new(FINALIZE_JOB, json!({ FINALIZE_FILE_ID: id }))
+        .with_owner(owner)
         .with_idempotency_key(format!("{FINALIZE_JOB}:{id}"));
     let traceparent = trace.traceparent();
     if platform::queue::job::valid_traceparent(&traceparent) {
@@ -329,7 +336,7 @@ pub async fn complete(
             }
         }
         // A failure here leaves the record `finalizing`; the client's retry queues it again.
-        enqueue_finalize(&state, &trace, &id).await?;
+        enqueue_finalize(&state, &trace, &id, &record.owner).await?;
         tracing::info!(file = %id, "finalize queued");
         return Ok(no_store(
             (StatusCode::ACCEPTED, axum::Json(representation(&record))).into_response(),

@@ -6,15 +6,22 @@
 //! could lose it. With `Durability::replicas > 0` the enqueue returns only after `WAIT` confirms
 //! that many replicas hold it (Sentinel promotes the most up-to-date replica, so such a job
 //! survives losing the master). `WAIT` blocks its connection, so it never runs on the shared
-//! multiplexed one: a few "lanes", each with a connection of its own, take whatever enqueues are
-//! pending, send them as one pipeline ending in a single `WAIT`, and answer them all (group
-//! commit). Under load one `WAIT` covers a whole batch; alone, an enqueue costs one round trip.
+//! multiplexed one: a few "lanes", each with a connection of its own, send whatever enqueues are
+//! pending as one pipeline ending in a single `WAIT` (one write, one round trip), and answer them
+//! all (group commit). Under load one `WAIT` covers a whole batch. An enqueue that finds a lane
+//! free sends from its own task, so alone it costs one round trip and no hand-off to another
+//! task and back.
+//!
+//! A repeat that finds its job already written (by a lost-reply retry, or through another
+//! connection) is covered too: Redis records the replication offset after every command of a
+//! connection, reads included, and `WAIT` waits for that offset.
 
+use std::pin::Pin;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use redis::{Cmd, Script, Value};
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::queue::Queue;
 use crate::queue::connection::{RedisHandle, is_failover_error};
@@ -67,7 +74,9 @@ pub struct Enqueued {
 
 // KEYS: job, idempotency key, wait list of its priority, delayed, signal.
 // ARGV: id, type, payload, priority, max attempts, backoff base ms, backoff max ms, delay ms,
-//       traceparent, idempotency key, idempotency window ms.
+//       traceparent, idempotency key, idempotency window ms, owner.
+// Optional fields are written only when set (readers take a missing field as unset), and the
+// record is one HSET: fewer commands in the script every enqueue runs.
 const ENQUEUE_BODY: &str = r#"
 if ARGV[10] ~= '' then
   local existing = redis.call('GET', KEYS[2])
@@ -76,20 +85,26 @@ end
 if redis.call('EXISTS', KEYS[1]) == 1 then return {0, ARGV[1]} end
 local now = now_ms()
 local delay = tonumber(ARGV[8])
-local state = 'waiting'
-if delay > 0 then state = 'delayed' end
-redis.call('HSET', KEYS[1], 'id', ARGV[1], 'type', ARGV[2], 'payload', ARGV[3],
-  'priority', ARGV[4], 'attempts', 0, 'max_attempts', ARGV[5], 'backoff_base_ms', ARGV[6],
-  'backoff_max_ms', ARGV[7], 'state', state, 'created_at', now, 'traceparent', ARGV[9],
-  'idem_key', ARGV[10])
+local f = {'id', ARGV[1], 'type', ARGV[2], 'payload', ARGV[3], 'priority', ARGV[4],
+  'attempts', 0, 'max_attempts', ARGV[5], 'backoff_base_ms', ARGV[6],
+  'backoff_max_ms', ARGV[7], 'created_at', now}
+local function put(name, v) f[#f + 1] = name; f[#f + 1] = v end
+if ARGV[9] ~= '' then put('traceparent', ARGV[9]) end
+if ARGV[10] ~= '' then put('idem_key', ARGV[10]) end
+if ARGV[12] ~= '' then put('owner', ARGV[12]) end
 if delay > 0 then
-  redis.call('HSET', KEYS[1], 'run_at', now + delay)
+  put('state', 'delayed')
+  put('run_at', now + delay)
+  redis.call('HSET', KEYS[1], unpack(f))
   redis.call('ZADD', KEYS[4], now + delay, ARGV[1])
 else
-  redis.call('HSET', KEYS[1], 'ready_at', now)
+  put('state', 'waiting')
+  put('ready_at', now)
+  redis.call('HSET', KEYS[1], unpack(f))
   redis.call('LPUSH', KEYS[3], ARGV[1])
-  redis.call('LPUSH', KEYS[5], 1)
-  redis.call('LTRIM', KEYS[5], 0, 63)
+  -- Wakes an idle worker. Capped at 64 (enough for every waiter); checking first spares a
+  -- write, which the replicas would apply too, while the list is full (no worker idle).
+  if redis.call('LLEN', KEYS[5]) < 64 then redis.call('LPUSH', KEYS[5], 1) end
 end
 if ARGV[10] ~= '' then redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[11]) end
 return {1, ARGV[1]}
@@ -118,16 +133,27 @@ impl Queue {
         let types: Vec<String> = jobs.into_iter().map(|j| j.job_type).collect();
         let result = match &self.inner.committer {
             Some(committer) => committer.submit(cmds).await,
-            None => commit_direct(self.handle(), &cmds).await,
-        }?;
+            None => commit_direct(self.handle(), cmds).await,
+        };
         if let Some(m) = &self.config().metrics {
-            for (e, t) in result.iter().zip(&types) {
-                if e.created {
-                    m.enqueued(self.name().as_str(), t);
+            let queue = self.name().as_str();
+            match &result {
+                Ok(done) => {
+                    for (e, t) in done.iter().zip(&types) {
+                        if e.created {
+                            m.enqueued(queue, t);
+                        }
+                    }
                 }
+                Err(QueueError::NotDurable { .. }) => {
+                    for t in &types {
+                        m.not_durable(queue, t);
+                    }
+                }
+                Err(_) => {}
             }
         }
-        Ok(result)
+        result
     }
 }
 
@@ -160,7 +186,8 @@ fn enqueue_cmd(keys: &Keys, job: &NewJob, idem_window: Duration) -> Result<Cmd> 
         .arg(job.delay.as_millis() as u64)
         .arg(job.traceparent.as_deref().unwrap_or(""))
         .arg(&idem)
-        .arg(idem_window.as_millis().max(1) as u64);
+        .arg(idem_window.as_millis().max(1) as u64)
+        .arg(job.owner.as_deref().unwrap_or(""));
     // EVALSHA, for use in pipelines; NOSCRIPT is handled by loading and resending the batch.
     Ok(Cmd::invoke_script(&inv))
 }
@@ -184,21 +211,20 @@ fn is_noscript(e: &redis::RedisError) -> bool {
 }
 
 /// Without durability: one pipeline on the shared connection.
-async fn commit_direct(handle: &RedisHandle, cmds: &[Cmd]) -> Result<Vec<Enqueued>> {
+async fn commit_direct(handle: &RedisHandle, cmds: Vec<Cmd>) -> Result<Vec<Enqueued>> {
+    let mut pipe = redis::pipe();
+    for c in cmds {
+        pipe.add_command(c);
+    }
+    let pipe = &pipe;
     let values: Vec<Value> = handle
-        .run(|mut conn| {
-            let mut pipe = redis::pipe();
-            for c in cmds {
-                pipe.add_command(c.clone());
-            }
-            async move {
-                match pipe.query_async(&mut conn).await {
-                    Err(e) if is_noscript(&e) => {
-                        ENQUEUE.load_async(&mut conn).await?;
-                        pipe.query_async(&mut conn).await
-                    }
-                    other => other,
+        .run(|mut conn| async move {
+            match pipe.query_async(&mut conn).await {
+                Err(e) if is_noscript(&e) => {
+                    ENQUEUE.load_async(&mut conn).await?;
+                    pipe.query_async(&mut conn).await
                 }
+                other => other,
             }
         })
         .await?;
@@ -210,106 +236,223 @@ struct Request {
     reply: oneshot::Sender<Result<Vec<Enqueued>>>,
 }
 
-/// The group-commit lanes of one queue.
+/// A lane's connection and its generation; `None` until opened (or after a failover).
+type LaneConn = Option<(u64, redis::aio::MultiplexedConnection)>;
+
+/// Group commit of one queue's durable enqueues. At most `lanes` batches are in flight, each on
+/// a connection of its own. An enqueue that finds a lane free sends its batch from its own task
+/// (with whatever else is pending), so a lone enqueue costs no hand-off to another task; one that
+/// finds every lane busy is sent with the next batch of whichever lane frees first.
 pub(crate) struct Committer {
-    tx: mpsc::Sender<Request>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    handle: RedisHandle,
+    durability: Durability,
+    state: std::sync::Mutex<State>,
+}
+
+struct State {
+    /// Waiting for a lane; non-empty only while every lane is busy.
+    pending: Vec<Request>,
+    free_lanes: usize,
+    /// The connections of free lanes.
+    conns: Vec<LaneConn>,
 }
 
 impl Committer {
     pub(crate) fn start(handle: RedisHandle, durability: Durability) -> Self {
-        let (tx, rx) = mpsc::channel::<Request>(4096);
-        let rx = Arc::new(Mutex::new(rx));
-        for _ in 0..durability.lanes.max(1) {
-            tokio::spawn(lane(handle.clone(), durability, rx.clone()));
+        let lanes = durability.lanes.max(1);
+        Self {
+            shared: Arc::new(Shared {
+                handle,
+                durability,
+                state: std::sync::Mutex::new(State {
+                    pending: Vec::new(),
+                    free_lanes: lanes,
+                    conns: Vec::with_capacity(lanes),
+                }),
+            }),
         }
-        Self { tx }
     }
 
     async fn submit(&self, cmds: Vec<Cmd>) -> Result<Vec<Enqueued>> {
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Request { cmds, reply })
-            .await
-            .map_err(|_| QueueError::Closed)?;
+        let lead = {
+            let mut st = self.shared.lock();
+            st.pending.push(Request { cmds, reply });
+            if st.free_lanes == 0 {
+                None
+            } else {
+                st.free_lanes -= 1;
+                let conn = st.conns.pop().flatten();
+                Some((take_batch(&mut st.pending), conn))
+            }
+        };
+        if let Some((batch, conn)) = lead {
+            let work = commit_then_continue(self.shared.clone(), batch, conn);
+            Detached(Some(Box::pin(work))).run().await;
+        }
         rx.await.map_err(|_| QueueError::Closed)?
     }
 }
 
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // Poisoning only means a panic elsewhere while holding it; the state is still whole.
+        match self.state.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// The next batch for this lane, or (nothing pending) the lane back to the free ones.
+    fn next_or_release(&self, conn: &mut LaneConn) -> Option<Vec<Request>> {
+        let mut st = self.lock();
+        if st.pending.is_empty() {
+            st.free_lanes += 1;
+            st.conns.push(conn.take());
+            None
+        } else {
+            Some(take_batch(&mut st.pending))
+        }
+    }
+}
+
+/// Work run inline by a caller that must not be lost if the caller goes away (a dropped HTTP
+/// request): dropped unfinished, it moves to a task of its own, so the other callers in its
+/// batch still get their answer and the lane is freed.
+struct Detached(Option<Pin<Box<dyn Future<Output = ()> + Send>>>);
+
+impl Detached {
+    async fn run(mut self) {
+        if let Some(work) = self.0.as_mut() {
+            work.await;
+        }
+        self.0 = None;
+    }
+}
+
+impl Drop for Detached {
+    fn drop(&mut self) {
+        if let Some(work) = self.0.take()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            rt.spawn(work);
+        }
+    }
+}
+
+/// Commits one batch; if more arrived meanwhile, hands them (and the lane) to a task of its own
+/// so the caller that led this batch returns now.
+async fn commit_then_continue(shared: Arc<Shared>, batch: Vec<Request>, mut conn: LaneConn) {
+    commit_batch(&shared, batch, &mut conn).await;
+    let_answered_callers_resubmit().await;
+    if let Some(next) = shared.next_or_release(&mut conn) {
+        tokio::spawn(drain(shared, next, conn));
+    }
+}
+
+/// Commits batches until nothing is pending, then frees the lane.
+async fn drain(shared: Arc<Shared>, mut batch: Vec<Request>, mut conn: LaneConn) {
+    loop {
+        commit_batch(&shared, batch, &mut conn).await;
+        let_answered_callers_resubmit().await;
+        match shared.next_or_release(&mut conn) {
+            Some(next) => batch = next,
+            None => return,
+        }
+    }
+}
+
+/// Yields once before a lane decides whether to stop: the callers it just answered were woken
+/// on this worker and often enqueue again at once; this way they join the lane's next batch
+/// instead of each leading a batch (and a `WAIT`) of one. With 8 concurrent adders this raised
+/// throughput by a median 1.5x over 5 paired runs; a lone enqueue was unaffected.
+async fn let_answered_callers_resubmit() {
+    tokio::task::yield_now().await;
+}
+
 const MAX_BATCH_CMDS: usize = 1000;
 
-async fn lane(
-    handle: RedisHandle,
-    durability: Durability,
-    rx: Arc<Mutex<mpsc::Receiver<Request>>>,
-) {
-    let mut conn: Option<(u64, redis::aio::MultiplexedConnection)> = None;
-    loop {
-        // Hold the receiver only while collecting, so other lanes batch while this one waits.
-        let batch = {
-            let mut rx = rx.lock().await;
-            let Some(first) = rx.recv().await else { return };
-            let mut n = first.cmds.len();
-            let mut batch = vec![first];
-            while n < MAX_BATCH_CMDS {
-                match rx.try_recv() {
-                    Ok(r) => {
-                        n += r.cmds.len();
-                        batch.push(r);
-                    }
-                    Err(_) => break,
-                }
+/// The oldest pending requests, up to [`MAX_BATCH_CMDS`] commands (at least one request).
+fn take_batch(pending: &mut Vec<Request>) -> Vec<Request> {
+    let mut n = 0;
+    let take = pending
+        .iter()
+        .enumerate()
+        .take_while(|(i, r)| {
+            n += r.cmds.len();
+            *i == 0 || n <= MAX_BATCH_CMDS
+        })
+        .count();
+    if take == pending.len() {
+        std::mem::take(pending)
+    } else {
+        pending.drain(..take).collect()
+    }
+}
+
+/// Sends a batch with one `WAIT` and answers every request in it.
+async fn commit_batch(shared: &Shared, mut batch: Vec<Request>, conn: &mut LaneConn) {
+    let durability = shared.durability;
+    let mut pipe = redis::pipe();
+    pipe.ignore_errors();
+    let mut counts = Vec::with_capacity(batch.len());
+    for req in &mut batch {
+        counts.push(req.cmds.len());
+        for cmd in req.cmds.drain(..) {
+            pipe.add_command(cmd);
+        }
+    }
+    let timeout_ms = durability.timeout.as_millis().max(1) as u64;
+    pipe.cmd("WAIT").arg(durability.replicas).arg(timeout_ms);
+    match commit_durable(&shared.handle, durability, conn, &pipe).await {
+        Ok((values, acked)) => {
+            let durable = acked >= i64::from(durability.replicas);
+            let mut values = values.into_iter();
+            for (req, n) in batch.into_iter().zip(counts) {
+                let mine: Result<Vec<Enqueued>> = values
+                    .by_ref()
+                    .take(n)
+                    .map(|v| v.and_then(|v| parse_enqueued(&v)))
+                    .collect();
+                let reply = match mine {
+                    Ok(jobs) if !durable => Err(QueueError::NotDurable {
+                        ids: jobs.into_iter().map(|e| e.id).collect(),
+                        acked,
+                        wanted: durability.replicas,
+                        timeout: durability.timeout,
+                    }),
+                    other => other,
+                };
+                let _ = req.reply.send(reply);
             }
-            batch
-        };
-        let cmds: Vec<&Cmd> = batch.iter().flat_map(|r| r.cmds.iter()).collect();
-        let result = commit_durable(&handle, durability, &mut conn, &cmds).await;
-        match result {
-            Ok((values, acked)) => {
-                let durable = acked >= i64::from(durability.replicas);
-                let mut values = values.into_iter();
-                for req in batch {
-                    let mine: Result<Vec<Enqueued>> = values
-                        .by_ref()
-                        .take(req.cmds.len())
-                        .map(|v| v.and_then(|v| parse_enqueued(&v)))
-                        .collect();
-                    let reply = match mine {
-                        Ok(jobs) if !durable => Err(QueueError::NotDurable {
-                            ids: jobs.into_iter().map(|e| e.id).collect(),
-                            acked,
-                            wanted: durability.replicas,
-                            timeout: durability.timeout,
-                        }),
-                        other => other,
-                    };
-                    let _ = req.reply.send(reply);
-                }
-            }
-            Err(e) => {
-                for req in batch {
-                    let err = match &e {
-                        QueueError::Redis(r) => QueueError::Redis(r.clone()),
-                        other => protocol("durable enqueue", other.to_string()),
-                    };
-                    let _ = req.reply.send(Err(err));
-                }
+        }
+        Err(e) => {
+            for req in batch {
+                let err = match &e {
+                    QueueError::Redis(r) => QueueError::Redis(r.clone()),
+                    other => protocol("durable enqueue", other.to_string()),
+                };
+                let _ = req.reply.send(Err(err));
             }
         }
     }
 }
 
-/// Sends the batch and one `WAIT` on the lane's own connection; follows a failover (re-sending
-/// is safe: the script skips ids that exist). Returns the script replies and how many replicas
-/// acknowledged them.
+/// Sends the batch (ending in its `WAIT`) on the lane's own connection; follows a failover
+/// (re-sending is safe: the script skips ids that exist). Returns the script replies and how many
+/// replicas acknowledged them.
 async fn commit_durable(
     handle: &RedisHandle,
     durability: Durability,
-    conn: &mut Option<(u64, redis::aio::MultiplexedConnection)>,
-    cmds: &[&Cmd],
+    conn: &mut LaneConn,
+    pipe: &redis::Pipeline,
 ) -> Result<(Vec<Result<Value>>, i64)> {
     let started = std::time::Instant::now();
     let deadline = handle.options().failover_deadline;
-    let timeout_ms = durability.timeout.as_millis().max(1) as u64;
     loop {
         let current = handle.conn().generation;
         if conn.as_ref().is_none_or(|(g, _)| *g != current) {
@@ -330,12 +473,6 @@ async fn commit_durable(
         let Some((generation, c)) = conn.as_mut() else {
             continue;
         };
-        let mut pipe = redis::pipe();
-        pipe.ignore_errors();
-        for cmd in cmds {
-            pipe.add_command((*cmd).clone());
-        }
-        pipe.cmd("WAIT").arg(durability.replicas).arg(timeout_ms);
         let reply: redis::RedisResult<Vec<redis::RedisResult<Value>>> = pipe.query_async(c).await;
         let err = match reply {
             Ok(mut values) => {
@@ -371,5 +508,32 @@ async fn commit_durable(
             continue;
         }
         return Err(err.into());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(n: usize) -> Request {
+        Request {
+            cmds: (0..n).map(|_| redis::cmd("PING")).collect(),
+            reply: oneshot::channel().0,
+        }
+    }
+
+    fn sizes(batch: &[Request]) -> Vec<usize> {
+        batch.iter().map(|r| r.cmds.len()).collect()
+    }
+
+    #[test]
+    fn batches_stop_at_the_command_cap_but_always_take_one_request() {
+        let mut pending = vec![request(600), request(300), request(200), request(5)];
+        assert_eq!(sizes(&take_batch(&mut pending)), [600, 300]);
+        assert_eq!(sizes(&take_batch(&mut pending)), [200, 5]);
+        assert!(pending.is_empty());
+        let mut pending = vec![request(1500), request(1)];
+        assert_eq!(sizes(&take_batch(&mut pending)), [1500]);
+        assert_eq!(sizes(&pending), [1]);
     }
 }

@@ -59,6 +59,9 @@ pub struct NewJob {
     pub idempotency_key: Option<String>,
     /// W3C `traceparent` of the publishing request.
     pub traceparent: Option<String>,
+    /// Who published the job (e.g. a user id), kept in the record beside the payload so access
+    /// checks never depend on what the payload contains; handlers do not see it.
+    pub owner: Option<String>,
 }
 
 impl NewJob {
@@ -73,6 +76,7 @@ impl NewJob {
             backoff: Backoff::default(),
             idempotency_key: None,
             traceparent: None,
+            owner: None,
         }
     }
 
@@ -112,6 +116,11 @@ impl NewJob {
         self
     }
 
+    pub fn with_owner(mut self, owner: impl Into<String>) -> Self {
+        self.owner = Some(owner.into());
+        self
+    }
+
     pub fn with_traceparent(mut self, traceparent: impl Into<String>) -> Self {
         self.traceparent = Some(traceparent.into());
         self
@@ -140,6 +149,11 @@ impl NewJob {
         {
             return bad("idempotency key must be 1-256 bytes".into());
         }
+        if let Some(o) = &self.owner
+            && (o.is_empty() || o.len() > MAX_OWNER_BYTES)
+        {
+            return bad(format!("owner must be 1-{MAX_OWNER_BYTES} bytes"));
+        }
         if self.max_attempts == 0 {
             return bad("max_attempts must be at least 1".into());
         }
@@ -151,6 +165,9 @@ impl NewJob {
         Ok(())
     }
 }
+
+/// Enough for any user id (Firebase uids are at most 128 characters) or service name.
+pub const MAX_OWNER_BYTES: usize = 256;
 
 fn valid_token(s: &str) -> bool {
     !s.is_empty()
@@ -202,6 +219,8 @@ pub struct JobRecord {
     pub finished_at_ms: Option<i64>,
     pub traceparent: Option<String>,
     pub idempotency_key: Option<String>,
+    /// [`NewJob::owner`].
+    pub owner: Option<String>,
     pub worker: Option<String>,
 }
 
@@ -243,6 +262,7 @@ impl JobRecord {
             finished_at_ms: int(take("finished_at")),
             traceparent: take("traceparent"),
             idempotency_key: take("idem_key"),
+            owner: take("owner"),
             worker: take("worker"),
             id,
         }))

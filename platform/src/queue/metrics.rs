@@ -2,6 +2,9 @@
 //! alert rules read `queue_jobs_waiting`, `queue_oldest_job_age_seconds` and
 //! `queue_jobs_dead_lettered_total`. Counters count events in this process; gauges are set from
 //! [`QueueStats`] (the queue as a whole), so any one worker's scrape shows the backlog.
+//!
+//! A publisher (the api-server) registers only the enqueue side ([`QueueMetrics::register_publisher`]),
+//! so its scrape does not carry empty worker series.
 
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
@@ -32,6 +35,7 @@ type Counters = Family<JobLabels, Counter>;
 #[derive(Debug, Clone)]
 pub struct QueueMetrics {
     enqueued: Counters,
+    not_durable: Counters,
     started: Counters,
     completed: Counters,
     failed: Counters,
@@ -46,9 +50,18 @@ pub struct QueueMetrics {
 }
 
 impl QueueMetrics {
+    /// Every metric: for a worker (which may publish too).
     pub fn register(registry: &mut Registry) -> Self {
+        let m = Self::register_publisher(registry);
+        m.register_consumer(registry);
+        m
+    }
+
+    /// Only the enqueue side: for a process that publishes jobs but runs none.
+    pub fn register_publisher(registry: &mut Registry) -> Self {
         let m = Self {
             enqueued: Counters::default(),
+            not_durable: Counters::default(),
             started: Counters::default(),
             completed: Counters::default(),
             failed: Counters::default(),
@@ -64,7 +77,21 @@ impl QueueMetrics {
             oldest_age: Family::default(),
         };
         // prometheus-client appends `_total` to counters.
-        registry.register("queue_jobs_enqueued", "Jobs enqueued", m.enqueued.clone());
+        registry.register(
+            "queue_jobs_enqueued",
+            "Jobs enqueued (new jobs; a repeated id or idempotency key is not counted)",
+            m.enqueued.clone(),
+        );
+        registry.register(
+            "queue_jobs_not_durable",
+            "Jobs whose enqueue failed because too few replicas confirmed them in time",
+            m.not_durable.clone(),
+        );
+        m
+    }
+
+    fn register_consumer(&self, registry: &mut Registry) {
+        let m = self;
         registry.register(
             "queue_jobs_started",
             "Job attempts started",
@@ -112,7 +139,6 @@ impl QueueMetrics {
             "Age of the oldest ready job",
             m.oldest_age.clone(),
         );
-        m
     }
 
     fn labels(queue: &str, job_type: &str) -> JobLabels {
@@ -124,6 +150,12 @@ impl QueueMetrics {
 
     pub fn enqueued(&self, queue: &str, job_type: &str) {
         self.enqueued
+            .get_or_create(&Self::labels(queue, job_type))
+            .inc();
+    }
+
+    pub fn not_durable(&self, queue: &str, job_type: &str) {
+        self.not_durable
             .get_or_create(&Self::labels(queue, job_type))
             .inc();
     }
@@ -202,6 +234,20 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line} missing in\n{text}");
         }
+        Ok(())
+    }
+
+    #[test]
+    fn a_publisher_registers_only_the_enqueue_side() -> Result<(), std::fmt::Error> {
+        let mut registry = Registry::default();
+        let m = QueueMetrics::register_publisher(&mut registry);
+        m.enqueued("jobs", "noop");
+        m.not_durable("jobs", "noop");
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry)?;
+        assert!(text.contains(r#"queue_jobs_enqueued_total{queue="jobs",type="noop"} 1"#));
+        assert!(text.contains(r#"queue_jobs_not_durable_total{queue="jobs",type="noop"} 1"#));
+        assert!(!text.contains("queue_jobs_waiting"), "{text}");
         Ok(())
     }
 }
