@@ -32,6 +32,18 @@ struct WrkResult {
     requests: u64,
     non_2xx: u64,
     errors: String,
+    /// wrk's own user + system CPU per request.
+    client_cpu_us: f64,
+}
+
+/// User + system CPU seconds of this process's waited-for children (wrk, once it exited).
+fn children_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // cutime and cstime are the 16th and 17th fields, the 14th and 15th after the name.
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(13) + ticks(14)) / 100.0
 }
 
 fn wrk(url: &str, header: Option<&str>) -> anyhow::Result<WrkResult> {
@@ -40,7 +52,9 @@ fn wrk(url: &str, header: Option<&str>) -> anyhow::Result<WrkResult> {
     if let Some(h) = header {
         cmd.args(["-H", h]);
     }
+    let children0 = children_cpu_seconds();
     let out = cmd.arg(url).output()?;
+    let client_cpu = children_cpu_seconds() - children0;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     println!("{text}");
     anyhow::ensure!(
@@ -61,6 +75,7 @@ fn wrk(url: &str, header: Option<&str>) -> anyhow::Result<WrkResult> {
             _ => {}
         }
     }
+    r.client_cpu_us = client_cpu * 1e6 / r.requests.max(1) as f64;
     Ok(r)
 }
 
@@ -385,8 +400,18 @@ async fn benchmark_cache_hit_get_against_nginx() -> anyhow::Result<()> {
             "api_server": api_cpu_us.iter().map(|c| round1(c[0])).collect::<Vec<_>>(),
             "redis_during_api_runs": api_cpu_us.iter().map(|c| round1(c[1])).collect::<Vec<_>>(),
             "nginx": ngx_cpu_us.iter().map(|c| round1(*c)).collect::<Vec<_>>(),
-            "note": "user+system CPU of the server processes divided by wrk's request count (10 ms clock ticks)",
+            "wrk_for_api_server": api_runs.iter().map(|r| round1(r.client_cpu_us)).collect::<Vec<_>>(),
+            "wrk_for_nginx": ngx_runs.iter().map(|r| round1(r.client_cpu_us)).collect::<Vec<_>>(),
+            "note": "user+system CPU of the server processes (and of wrk) divided by wrk's request count (10 ms clock ticks)",
         },
+        // What the ratio would be if every process got the CPU it needs: nginx + wrk over
+        // api-server + Redis + wrk, per round. Steadier than the rates on a shared machine.
+        "cpu_bound_ratio": api_cpu_us.iter().zip(&ngx_cpu_us).zip(api_runs.iter().zip(&ngx_runs))
+            .map(|((a, n), (ar, nr))| {
+                let ratio = (n + nr.client_cpu_us) / (a[0] + a[1] + ar.client_cpu_us);
+                (ratio * 1000.0).round() / 1000.0
+            })
+            .collect::<Vec<_>>(),
         "redis_commands_per_request": redis_calls_per_request,
         "tokio_worker_threads": std::env::var("TOKIO_WORKER_THREADS").unwrap_or_else(|_| "default (one per core)".into()),
         "logical_cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
