@@ -4,11 +4,13 @@
 //! Metrics are plain values in [`Metrics`], cloned into whatever records them, so a test can read
 //! the same counters the /metrics page shows (e.g. how many Firestore reads a stampede caused).
 
-use std::sync::Arc;
+use std::borrow::Cow;
+use std::collections::HashSet;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::HeaderValue;
+use axum::http::{HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::Response;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -20,32 +22,35 @@ use tracing::Instrument as _;
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
+// Label values are `Cow<'static, str>`: on the request path they are borrowed constants (and
+// interned route templates), so recording a metric allocates nothing.
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
-    pub http_request_method: String,
-    pub http_route: String,
+    pub http_request_method: Cow<'static, str>,
+    pub http_route: Cow<'static, str>,
     pub http_response_status_code: u16,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
-    pub result: String,
+    pub result: Cow<'static, str>,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DecisionLabel {
-    pub decision: String,
+    pub decision: Cow<'static, str>,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
-    pub reason: String,
+    pub reason: Cow<'static, str>,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CallLabels {
-    pub operation: String,
-    pub outcome: String,
+    pub operation: Cow<'static, str>,
+    pub outcome: Cow<'static, str>,
 }
 
 #[derive(Clone)]
@@ -158,11 +163,11 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
-    pub fn cache(&self, result: &str) {
+    pub fn cache(&self, result: &'static str) {
         self.inner
             .cache
             .get_or_create(&ResultLabel {
-                result: result.into(),
+                result: Cow::Borrowed(result),
             })
             .inc();
     }
@@ -171,25 +176,25 @@ impl Metrics {
         self.inner
             .cache
             .get_or_create(&ResultLabel {
-                result: result.into(),
+                result: Cow::Owned(result.into()),
             })
             .get()
     }
 
-    pub fn rate_limit(&self, decision: &str) {
+    pub fn rate_limit(&self, decision: &'static str) {
         self.inner
             .rate_limit
             .get_or_create(&DecisionLabel {
-                decision: decision.into(),
+                decision: Cow::Borrowed(decision),
             })
             .inc();
     }
 
-    pub fn auth_failure(&self, reason: &str) {
+    pub fn auth_failure(&self, reason: &'static str) {
         self.inner
             .auth_failures
             .get_or_create(&ReasonLabel {
-                reason: reason.into(),
+                reason: Cow::Borrowed(reason),
             })
             .inc();
     }
@@ -198,30 +203,30 @@ impl Metrics {
         self.inner
             .auth_failures
             .get_or_create(&ReasonLabel {
-                reason: reason.into(),
+                reason: Cow::Owned(reason.into()),
             })
             .get()
     }
 
-    pub fn redis_duration(&self, operation: &str, ok: bool, elapsed: Duration) {
+    pub fn redis_duration(&self, operation: &'static str, ok: bool, elapsed: Duration) {
         self.inner
             .redis
-            .get_or_create(&call_labels(operation, ok))
+            .get_or_create(&call_labels(Cow::Borrowed(operation), ok))
             .observe(elapsed.as_secs_f64());
     }
 
     pub fn firestore_duration(&self, operation: &str, ok: bool, elapsed: Duration) {
         self.inner
             .firestore
-            .get_or_create(&call_labels(operation, ok))
+            .get_or_create(&call_labels(Cow::Owned(operation.into()), ok))
             .observe(elapsed.as_secs_f64());
     }
 
-    pub fn key_fetch(&self, result: &str) {
+    pub fn key_fetch(&self, result: &'static str) {
         self.inner
             .key_fetches
             .get_or_create(&ResultLabel {
-                result: result.into(),
+                result: Cow::Borrowed(result),
             })
             .inc();
     }
@@ -230,17 +235,55 @@ impl Metrics {
         self.inner
             .key_fetches
             .get_or_create(&ResultLabel {
-                result: result.into(),
+                result: Cow::Owned(result.into()),
             })
             .get()
     }
 }
 
-fn call_labels(operation: &str, ok: bool) -> CallLabels {
+fn call_labels(operation: Cow<'static, str>, ok: bool) -> CallLabels {
     CallLabels {
-        operation: operation.into(),
-        outcome: if ok { "ok" } else { "error" }.into(),
+        operation,
+        outcome: Cow::Borrowed(if ok { "ok" } else { "error" }),
     }
+}
+
+/// The method as a label value: a constant for the standard methods.
+fn method_label(method: &Method) -> Cow<'static, str> {
+    Cow::Borrowed(match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => return Cow::Owned(method.as_str().to_string()),
+    })
+}
+
+/// The route template as a `'static` string: templates come from the router, so there are few
+/// of them, and each is leaked once instead of copied on every request.
+fn route_label(route: &str) -> &'static str {
+    static ROUTES: RwLock<Option<HashSet<&'static str>>> = RwLock::new(None);
+    if let Some(found) = ROUTES
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+        .and_then(|set| set.get(route))
+    {
+        return found;
+    }
+    let mut routes = ROUTES.write().unwrap_or_else(|p| p.into_inner());
+    let set = routes.get_or_insert_with(HashSet::new);
+    if let Some(found) = set.get(route) {
+        return found;
+    }
+    let leaked: &'static str = Box::leak(route.to_string().into_boxed_str());
+    set.insert(leaked);
+    leaked
 }
 
 /// W3C trace context of the request: the caller's trace id when a valid `traceparent` came in,
@@ -261,13 +304,13 @@ impl TraceContext {
         match parsed {
             Some((trace_id, parent, flags)) => Self {
                 trace_id,
-                span_id: random_hex(8),
+                span_id: trace_hex(8),
                 parent_span_id: Some(parent),
                 sampled: flags & 1 == 1,
             },
             None => Self {
-                trace_id: random_hex(16),
-                span_id: random_hex(8),
+                trace_id: trace_hex(16),
+                span_id: trace_hex(8),
                 parent_span_id: None,
                 sampled: false,
             },
@@ -321,7 +364,31 @@ pub fn random_hex(bytes: usize) -> String {
             *b = (nanos >> ((i % 16) * 8)) as u8;
         }
     }
-    buf.iter().map(|b| format!("{b:02x}")).collect()
+    hex_string(&buf)
+}
+
+/// A trace or span id of `bytes` random bytes, in hex, never all zeros. Ids need to be unique,
+/// not secret: a per-thread fast generator (seeded from the OS) instead of the
+/// cryptographic one, which cost about 1 % of a cache-hit GET for three ids.
+fn trace_hex(bytes: usize) -> String {
+    let mut buf = [0u8; 16];
+    let buf = &mut buf[..bytes.min(16)];
+    loop {
+        fastrand::fill(buf);
+        if buf.iter().any(|b| *b != 0) {
+            return hex_string(buf);
+        }
+    }
+}
+
+fn hex_string(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    out
 }
 
 /// The `traceparent` for an outgoing call made inside the current span, when spans are
@@ -348,43 +415,51 @@ impl opentelemetry::propagation::Extractor for HeaderExtractor<'_> {
 }
 
 /// The request span: a child of the caller's `traceparent`. With OTLP export on, the ids are
-/// OpenTelemetry's (so logs and exported spans agree); without it, ours.
-fn request_span(req: &Request, method: &str, route: &str) -> (tracing::Span, TraceContext) {
+/// OpenTelemetry's (so logs and exported spans agree); without it, ours. The second value
+/// tells whether spans are exported.
+///
+/// The JSON log formatter keeps a span's fields as a JSON string and re-parses it on every
+/// `record`, so the ids go in when the span is created; they are recorded afterwards only
+/// when OpenTelemetry assigned others.
+fn request_span(req: &Request, method: &str, route: &str) -> (tracing::Span, TraceContext, bool) {
     use opentelemetry::trace::TraceContextExt as _;
     use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    let ours = TraceContext::from_header(req.headers().get("traceparent"));
     let span = tracing::info_span!(
         "request",
-        otel.name = %format!("{method} {route}"),
+        otel.name = %format_args!("{method} {route}"),
         otel.kind = "server",
         http.request.method = %method,
         http.route = %route,
-        trace_id = tracing::field::Empty,
-        span_id = tracing::field::Empty,
-        parent_span_id = tracing::field::Empty,
+        trace_id = %ours.trace_id,
+        span_id = %ours.span_id,
+        parent_span_id = ours.parent_span_id.as_deref(),
         http.response.status_code = tracing::field::Empty,
     );
-    let ours = TraceContext::from_header(req.headers().get("traceparent"));
+    if span.is_disabled() {
+        return (span, ours, false);
+    }
     let parent = opentelemetry::global::get_text_map_propagator(|p| {
         p.extract(&HeaderExtractor(req.headers()))
     });
     let _ = span.set_parent(parent);
     let otel = span.context().span().span_context().clone();
-    let trace = if otel.is_valid() {
-        TraceContext {
-            trace_id: otel.trace_id().to_string(),
-            span_id: otel.span_id().to_string(),
-            parent_span_id: ours.parent_span_id,
-            sampled: otel.is_sampled(),
-        }
-    } else {
-        ours
-    };
-    span.record("trace_id", trace.trace_id.as_str());
-    span.record("span_id", trace.span_id.as_str());
-    if let Some(parent) = &trace.parent_span_id {
-        span.record("parent_span_id", parent.as_str());
+    if !otel.is_valid() {
+        return (span, ours, false);
     }
-    (span, trace)
+    let trace = TraceContext {
+        trace_id: otel.trace_id().to_string(),
+        span_id: otel.span_id().to_string(),
+        parent_span_id: ours.parent_span_id,
+        sampled: otel.is_sampled(),
+    };
+    if trace.trace_id != ours.trace_id {
+        span.record("trace_id", trace.trace_id.as_str());
+    }
+    if trace.span_id != ours.span_id {
+        span.record("span_id", trace.span_id.as_str());
+    }
+    (span, trace, true)
 }
 
 /// Per request: trace context into the extensions and span, the duration histogram, and one
@@ -395,27 +470,21 @@ pub async fn track_requests(
     next: Next,
 ) -> Response {
     let started = Instant::now();
-    let method = req.method().as_str().to_string();
+    let method = method_label(req.method());
     // The route template, not the path: ids in paths would explode the label cardinality.
     let route = req
         .extensions()
         .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".to_string());
-    let (span, trace) = request_span(&req, &method, &route);
+        .map_or("unmatched", |p| route_label(p.as_str()));
+    let (span, trace, exporting) = request_span(&req, &method, route);
     req.extensions_mut().insert(trace);
     let response = next.run(req).instrument(span.clone()).await;
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
-    metrics.http(
-        HttpLabels {
-            http_request_method: method.clone(),
-            http_route: route.clone(),
-            http_response_status_code: status,
-        },
-        elapsed,
-    );
-    span.record("http.response.status_code", status);
+    // An exported span carries the status; the log line has it as `http.status` anyway.
+    if exporting {
+        span.record("http.response.status_code", status);
+    }
     span.in_scope(|| {
         tracing::info!(
             http.method = %method,
@@ -425,6 +494,14 @@ pub async fn track_requests(
             "request"
         );
     });
+    metrics.http(
+        HttpLabels {
+            http_request_method: method,
+            http_route: Cow::Borrowed(route),
+            http_response_status_code: status,
+        },
+        elapsed,
+    );
     response
 }
 

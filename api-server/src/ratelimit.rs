@@ -44,7 +44,8 @@ return {1, math.floor((now - allow_at) / emission), 0, math.ceil((new_tat - now)
 
 /// The admission of an authenticated request in one Redis call: the caller's revocation time
 /// (KEYS[2]) and, unless the token is revoked (ARGV[3] = its auth_time), the GCRA decision on
-/// KEYS[1]. One round trip instead of two on every authenticated request.
+/// KEYS[1]; and, when the request is allowed and KEYS[3] is given (a document GET), that
+/// document's cache entry. One round trip instead of three on a cache-hit GET.
 const ADMIT: &str = r#"
 local revoked = tonumber(redis.call('GET', KEYS[2]) or '-1')
 if revoked >= 0 and revoked >= tonumber(ARGV[3]) then
@@ -63,7 +64,9 @@ if now < allow_at then
   return {0, 0, math.ceil((allow_at - now) / 1000), math.ceil((tat - now) / 1000), revoked}
 end
 redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1)
-return {1, math.floor((now - allow_at) / emission), 0, math.ceil((new_tat - now) / 1000), revoked}
+local cached = false
+if KEYS[3] then cached = redis.call('GET', KEYS[3]) end
+return {1, math.floor((now - allow_at) / emission), 0, math.ceil((new_tat - now) / 1000), revoked, cached}
 "#;
 
 /// What the authentication layer already learnt from the admission script, for [`limit`].
@@ -74,11 +77,14 @@ pub enum Precomputed {
 }
 
 /// Result of [`RateLimiter::admit`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Admission {
     /// `None` when the token is revoked (no budget was spent).
     pub decision: Option<Decision>,
     pub revoked_at: Option<i64>,
+    /// The cache entry asked for, read in the same script when the request was allowed:
+    /// `None` when not read, `Some(None)` when the key does not exist.
+    pub cached: Option<Option<Vec<u8>>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,9 +130,8 @@ impl RateLimiter {
         }
     }
 
-    /// One atomic decision for `key`.
-    pub async fn check(&self, key: &str) -> Result<Decision, redis::RedisError> {
-        let redis_key = format!("ratelimit:{key}");
+    /// One atomic decision for the Redis key `redis_key` (`ratelimit:...`).
+    pub async fn check(&self, redis_key: &str) -> Result<Decision, redis::RedisError> {
         let period_us = u64::from(self.window_seconds) * 1_000_000;
         let limit = self.limit;
         let script = &self.script;
@@ -134,7 +139,7 @@ impl RateLimiter {
             .redis
             .call("ratelimit", |mut c| async move {
                 script
-                    .key(&redis_key)
+                    .key(redis_key)
                     .arg(period_us)
                     .arg(limit)
                     .invoke_async(&mut c)
@@ -150,23 +155,28 @@ impl RateLimiter {
         })
     }
 
-    /// The revocation lookup and the rate-limit decision for `key`, in one script.
+    /// The revocation lookup and the rate-limit decision for `key` (the Redis keys themselves,
+    /// see [`uid_key`] and [`crate::auth::revocation::key`]), and, if the request is allowed,
+    /// the read of `cache_key`: one script, one round trip.
     pub async fn admit(
         &self,
         key: &str,
         revocation_key: &str,
         auth_time: i64,
+        cache_key: Option<&str>,
     ) -> Result<Admission, redis::RedisError> {
-        let keys = [format!("ratelimit:{key}"), revocation_key.to_string()];
         let period_us = u64::from(self.window_seconds) * 1_000_000;
         let limit = self.limit;
         let script = &self.admit;
-        let reply: Vec<i64> = self
+        let reply: Vec<redis::Value> = self
             .redis
             .call("admit", |mut c| async move {
-                script
-                    .key(&keys[0])
-                    .key(&keys[1])
+                let mut invocation = script.key(key);
+                invocation.key(revocation_key);
+                if let Some(k) = cache_key {
+                    invocation.key(k);
+                }
+                invocation
                     .arg(period_us)
                     .arg(limit)
                     .arg(auth_time)
@@ -174,7 +184,10 @@ impl RateLimiter {
                     .await
             })
             .await?;
-        let at = |i: usize| reply.get(i).copied().unwrap_or(0);
+        let at = |i: usize| match reply.get(i) {
+            Some(redis::Value::Int(n)) => *n,
+            _ => 0,
+        };
         let revoked_at = Some(at(4)).filter(|r| *r >= 0);
         let decision = (at(0) >= 0).then(|| Decision {
             allowed: at(0) == 1,
@@ -182,9 +195,15 @@ impl RateLimiter {
             retry_after_ms: at(2).max(0) as u64,
             reset_ms: at(3).max(0) as u64,
         });
+        let cached = match (cache_key, reply.into_iter().nth(5)) {
+            (Some(_), Some(redis::Value::BulkString(b))) => Some(Some(b)),
+            (Some(_), Some(redis::Value::Nil)) => Some(None),
+            _ => None,
+        };
         Ok(Admission {
             decision,
             revoked_at,
+            cached,
         })
     }
 
@@ -218,9 +237,12 @@ fn client_ip(req: &Request, trust_forwarded_for: bool) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-/// The rate-limit key of an authenticated caller.
+/// The Redis key of an authenticated caller's rate limit.
 pub fn uid_key(uid: &str) -> String {
-    format!("uid:{uid}")
+    let mut key = String::with_capacity(14 + uid.len());
+    key.push_str("ratelimit:uid:");
+    key.push_str(uid);
+    key
 }
 
 /// Runs after authentication when there is one, so the key is the uid; else the client IP.
@@ -233,7 +255,10 @@ pub async fn limit(State(state): State<AppState>, mut req: Request, next: Next) 
         None => {
             let key = match req.extensions().get::<Caller>() {
                 Some(caller) => uid_key(caller.uid()),
-                None => format!("ip:{}", client_ip(&req, state.trust_forwarded_for)),
+                None => format!(
+                    "ratelimit:ip:{}",
+                    client_ip(&req, state.trust_forwarded_for)
+                ),
             };
             limiter.check(&key).await.map_err(|e| e.to_string())
         }

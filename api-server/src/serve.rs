@@ -1,15 +1,25 @@
-//! `api-server serve`: connect, build the routers, serve both ports, drain on SIGTERM.
+//! `api-server serve`: bind, connect (not ready until Redis and Firestore answer), build the
+//! routers, serve both ports, drain on SIGTERM.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use axum::extract::Request;
+use axum::response::IntoResponse as _;
+use axum::{Json, Router};
+use firestore::FirestoreDb;
+use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tower::ServiceExt as _;
 
 use crate::config::ServeArgs;
 use crate::files::{Files, FilesSetupError};
 use crate::observability::Metrics;
+use crate::problem::Problem;
 use crate::redis::Redis;
 use crate::state::AppState;
 use crate::{routes, shutdown};
@@ -21,14 +31,45 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     let metrics = Metrics::new();
     let endpoint = args.redis.endpoint()?;
-    let redis = connect_redis(&endpoint, args.redis_timeout(), &metrics).await;
-    let fs = &args.firestore;
-    let db = platform::firestore::connect(
-        &fs.project_id,
-        &fs.firestore_database,
-        fs.firestore_emulator_host.as_deref(),
-    )
-    .await?;
+
+    // Both ports are bound first: the admin port answers /healthz (alive) and /readyz (not
+    // ready, and why) while Redis and Firestore are still unreachable, so a replica that starts
+    // before them waits instead of crash-looping. The public port accepts once they answer.
+    let public = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let admin = TcpListener::bind(args.admin_listen)
+        .await
+        .with_context(|| format!("binding {}", args.admin_listen))?;
+    tracing::info!(public = %public.local_addr()?, admin = %admin.local_addr()?, "listening");
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let startup = Arc::new(Startup::new(metrics.clone()));
+    let admin_server = axum::serve(admin, startup.admin_router())
+        .with_graceful_shutdown(shutdown::stopped(stop_rx.clone()));
+    let admin_task = tokio::spawn(async move { admin_server.await });
+
+    let connected = async {
+        let fs = &args.firestore;
+        tokio::join!(
+            connect_redis(&endpoint, args.redis_timeout(), &metrics, &startup),
+            connect_firestore(
+                &fs.project_id,
+                &fs.firestore_database,
+                fs.firestore_emulator_host.as_deref(),
+                &startup,
+            ),
+        )
+    };
+    let (redis, db) = tokio::select! {
+        connected = connected => connected,
+        name = shutdown::signal() => {
+            tracing::info!(signal = name, "stopped before Redis and Firestore were reachable");
+            let _ = stop_tx.send(true);
+            admin_task.await.context("admin server task")?.context("admin server")?;
+            return Ok(());
+        }
+    };
     let files = match Files::from_args(&args.files, db.clone(), metrics.clone()) {
         Ok(files) => files,
         // A bucket named without any way to sign (e.g. emulators for Firestore and Auth but
@@ -44,25 +85,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!("file storage not configured: the Files API answers 503");
     }
     let state = AppState::with_files(&args, redis, db, metrics, files);
+    startup.ready(routes::admin(state.clone()));
+    tracing::info!("Redis and Firestore reachable: serving");
 
-    let public = TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("binding {}", args.listen))?;
-    let admin = TcpListener::bind(args.admin_listen)
-        .await
-        .with_context(|| format!("binding {}", args.admin_listen))?;
-    tracing::info!(public = %public.local_addr()?, admin = %admin.local_addr()?, "listening");
-
-    let (stop_tx, stop_rx) = watch::channel(false);
     let public_server = axum::serve(
         public,
         routes::public(state.clone()).into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown::stopped(stop_rx.clone()));
-    let admin_server = axum::serve(admin, routes::admin(state.clone()))
-        .with_graceful_shutdown(shutdown::stopped(stop_rx.clone()));
     let public_task = tokio::spawn(async move { public_server.await });
-    let admin_task = tokio::spawn(async move { admin_server.await });
 
     shutdown::drain_on_signal(
         state.clone(),
@@ -85,18 +116,113 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The admin port before and after the dependencies are reachable.
+struct Startup {
+    metrics: Metrics,
+    /// What is still unreachable, by dependency, with the last error.
+    waiting: Mutex<BTreeMap<&'static str, String>>,
+    /// The admin router of the running server, once there is one.
+    admin: OnceLock<Router>,
+}
+
+impl Startup {
+    fn new(metrics: Metrics) -> Self {
+        let waiting = [
+            ("firestore", "connecting".to_string()),
+            ("redis", "connecting".to_string()),
+        ];
+        Self {
+            metrics,
+            waiting: Mutex::new(waiting.into_iter().collect()),
+            admin: OnceLock::new(),
+        }
+    }
+
+    fn waiting(&self, dependency: &'static str, reason: Option<String>) {
+        let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        match reason {
+            Some(r) => waiting.insert(dependency, r),
+            None => waiting.remove(dependency),
+        };
+    }
+
+    fn ready(&self, admin: Router) {
+        let _ = self.admin.set(admin);
+    }
+
+    /// Hands each request to the server's admin router once it exists; until then /healthz is
+    /// ok, /readyz is 503 naming what is unreachable, and /metrics works.
+    fn admin_router(self: &Arc<Self>) -> Router {
+        let startup = self.clone();
+        Router::new().fallback(move |req: Request| {
+            let startup = startup.clone();
+            async move {
+                if let Some(router) = startup.admin.get() {
+                    return match router.clone().oneshot(req).await {
+                        Ok(response) => response,
+                        Err(never) => match never {},
+                    };
+                }
+                match req.uri().path() {
+                    "/healthz" => Json(json!({"status": "ok"})).into_response(),
+                    "/readyz" => {
+                        let waiting = startup.waiting.lock().unwrap_or_else(|p| p.into_inner());
+                        let reasons: Vec<String> =
+                            waiting.iter().map(|(d, e)| format!("{d}: {e}")).collect();
+                        Problem::unavailable(format!("starting: {}", reasons.join("; ")))
+                            .into_response()
+                    }
+                    "/metrics" => crate::routes::metrics_response(&startup.metrics),
+                    _ => crate::problem::not_found().await.into_response(),
+                }
+            }
+        })
+    }
+}
+
+/// Retries until Firestore answers. The client connects when it is built, so an unreachable
+/// Firestore fails the build; the server keeps trying, not ready, instead of exiting.
+async fn connect_firestore(
+    project: &str,
+    database: &str,
+    emulator_host: Option<&str>,
+    startup: &Startup,
+) -> FirestoreDb {
+    let mut pause = Duration::from_millis(200);
+    loop {
+        match platform::firestore::connect(project, database, emulator_host).await {
+            Ok(db) => {
+                startup.waiting("firestore", None);
+                return db;
+            }
+            Err(e) => {
+                let reason = format!("{e:#}");
+                tracing::warn!(error = %reason, retry_in_ms = pause.as_millis() as u64, "Firestore not reachable yet");
+                startup.waiting("firestore", Some(reason));
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
 /// Retries until Redis answers: a replica that starts before Redis should wait, not crash-loop.
 async fn connect_redis(
     endpoint: &platform::config::RedisEndpoint,
     timeout: Duration,
     metrics: &Metrics,
+    startup: &Startup,
 ) -> Redis {
     let mut pause = Duration::from_millis(200);
     loop {
         match Redis::connect(endpoint, timeout, metrics.clone()).await {
-            Ok(r) => return r,
+            Ok(r) => {
+                startup.waiting("redis", None);
+                return r;
+            }
             Err(e) => {
                 tracing::warn!(error = %e, retry_in_ms = pause.as_millis() as u64, "Redis not reachable yet");
+                startup.waiting("redis", Some(e.to_string()));
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_secs(5));
             }

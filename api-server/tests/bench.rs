@@ -6,8 +6,11 @@
 //!
 //! The token is RS256-signed by a test key served from a local stand-in for Google's key
 //! endpoint (not emulator mode), so the measured path is the production one: the verified-token
-//! cache answers after the first request, then revocation check, rate limit and cache read, each
-//! one Redis call on the shared multiplexed connection.
+//! cache answers after the first request, then revocation check, rate limit and cache read in
+//! one Redis script call on the shared multiplexed connection.
+//!
+//! `BENCH_ROUNDS=N` (default 3) alternating rounds; `BENCH_PERF=FILE` profiles the server with
+//! `perf record` during its first run.
 
 mod common;
 
@@ -29,6 +32,18 @@ struct WrkResult {
     requests: u64,
     non_2xx: u64,
     errors: String,
+    /// wrk's own user + system CPU per request.
+    client_cpu_us: f64,
+}
+
+/// User + system CPU seconds of this process's waited-for children (wrk, once it exited).
+fn children_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // cutime and cstime are the 16th and 17th fields, the 14th and 15th after the name.
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(13) + ticks(14)) / 100.0
 }
 
 fn wrk(url: &str, header: Option<&str>) -> anyhow::Result<WrkResult> {
@@ -37,7 +52,9 @@ fn wrk(url: &str, header: Option<&str>) -> anyhow::Result<WrkResult> {
     if let Some(h) = header {
         cmd.args(["-H", h]);
     }
+    let children0 = children_cpu_seconds();
     let out = cmd.arg(url).output()?;
+    let client_cpu = children_cpu_seconds() - children0;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     println!("{text}");
     anyhow::ensure!(
@@ -58,6 +75,7 @@ fn wrk(url: &str, header: Option<&str>) -> anyhow::Result<WrkResult> {
             _ => {}
         }
     }
+    r.client_cpu_us = client_cpu * 1e6 / r.requests.max(1) as f64;
     Ok(r)
 }
 
@@ -72,6 +90,71 @@ fn ms(v: &str) -> anyhow::Result<f64> {
     } else {
         anyhow::bail!("latency {v}")
     })
+}
+
+/// User + system CPU seconds of `pid` (all threads), from /proc.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// `pid` and its direct children (nginx's master and workers).
+fn with_children(pid: u32) -> Vec<u32> {
+    let mut pids = vec![pid];
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(child) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, r)| r.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            pids.push(child);
+        }
+    }
+    pids
+}
+
+/// `INFO` field of the Redis at `port`, via redis-cli.
+fn redis_info(port: u16, section: &str) -> String {
+    Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "INFO", section])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+fn redis_cpu_seconds(port: u16) -> f64 {
+    redis_info(port, "cpu")
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("used_cpu_sys:")
+                .or_else(|| l.strip_prefix("used_cpu_user:"))
+        })
+        .filter_map(|v| v.trim().parse::<f64>().ok())
+        .sum()
+}
+
+/// Total calls of every command, from `INFO commandstats`.
+fn redis_calls(port: u16) -> std::collections::BTreeMap<String, u64> {
+    redis_info(port, "commandstats")
+        .lines()
+        .filter_map(|l| {
+            let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = rest.split(',').find_map(|kv| kv.strip_prefix("calls="))?;
+            Some((name.to_string(), calls.parse().ok()?))
+        })
+        .collect()
 }
 
 fn loadavg() -> f64 {
@@ -185,31 +268,64 @@ async fn benchmark_cache_hit_get_against_nginx() -> anyhow::Result<()> {
     let load_before = loadavg();
     let auth = format!("Authorization: Bearer {token}");
     let pid = server.child.id();
-    // Two alternating rounds; the best of each counts (the machine is shared, and a
-    // neighbour's build slows whichever run it overlaps).
-    let (api_runs, ngx_runs): (Vec<WrkResult>, Vec<WrkResult>) =
+    let redis_port = redis.port();
+    let nginx_pids = with_children(nginx.child.id());
+    let calls_before = redis_calls(redis_port);
+    // Alternating rounds; the best of each counts (the machine is shared, and a neighbour's
+    // build slows whichever run it overlaps), and every run is recorded for the spread.
+    let rounds: usize = std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    // Server-side CPU per request, which the neighbours' load does not change much:
+    // api-server + Redis for the API, nginx's processes for nginx.
+    type Runs = (Vec<WrkResult>, Vec<WrkResult>, Vec<[f64; 2]>, Vec<f64>);
+    let (api_runs, ngx_runs, api_cpu_us, ngx_cpu_us): Runs =
         tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
             let (mut api_runs, mut ngx_runs) = (Vec::new(), Vec::new());
-            for round in 0..2 {
+            let (mut api_cpu, mut ngx_cpu) = (Vec::new(), Vec::new());
+            let nginx_cpu = || nginx_pids.iter().map(|p| cpu_seconds(*p)).sum::<f64>();
+            for round in 0..rounds {
                 // BENCH_PERF=FILE: also profile the server during its first run.
                 let perf = std::env::var("BENCH_PERF")
                     .ok()
                     .filter(|_| round == 0)
                     .map(|out| {
                         Command::new("perf")
-                            .args(["record", "-F", "499", "-g", "-o", &out])
+                            .args(["record", "-F", "1999", "-g", "-o", &out])
                             .args(["-p", &pid.to_string(), "--", "sleep", "8"])
                             .spawn()
                     });
-                api_runs.push(wrk(&url, Some(&auth))?);
+                let (server0, redis0) = (cpu_seconds(pid), redis_cpu_seconds(redis_port));
+                let run = wrk(&url, Some(&auth))?;
+                let n = run.requests.max(1) as f64;
+                api_cpu.push([
+                    (cpu_seconds(pid) - server0) * 1e6 / n,
+                    (redis_cpu_seconds(redis_port) - redis0) * 1e6 / n,
+                ]);
+                api_runs.push(run);
                 if let Some(Ok(mut p)) = perf {
                     let _ = p.wait();
                 }
-                ngx_runs.push(wrk(&nginx_url, None)?);
+                let nginx0 = nginx_cpu();
+                let run = wrk(&nginx_url, None)?;
+                ngx_cpu.push((nginx_cpu() - nginx0) * 1e6 / run.requests.max(1) as f64);
+                ngx_runs.push(run);
             }
-            Ok((api_runs, ngx_runs))
+            Ok((api_runs, ngx_runs, api_cpu, ngx_cpu))
         })
         .await??;
+    let api_requests: u64 = api_runs.iter().map(|r| r.requests).sum();
+    let calls_after = redis_calls(redis_port);
+    let redis_calls_per_request: serde_json::Map<String, Value> = calls_after
+        .iter()
+        .filter_map(|(name, after)| {
+            let d = after - calls_before.get(name).copied().unwrap_or(0);
+            let per = (d as f64 / api_requests.max(1) as f64 * 1000.0).round() / 1000.0;
+            (d > 0 && name != "info").then(|| (name.clone(), json!(per)))
+        })
+        .collect();
+    let round1 = |v: f64| (v * 10.0).round() / 10.0;
     let best = |runs: &[WrkResult]| {
         runs.iter()
             .max_by(|a, b| a.requests_per_sec.total_cmp(&b.requests_per_sec))
@@ -268,11 +384,36 @@ async fn benchmark_cache_hit_get_against_nginx() -> anyhow::Result<()> {
     let report = json!({
         "benchmark": "authenticated cache-hit GET /v1/notes/{id} on one api-server vs nginx static 200",
         "measured_at": jiff::Timestamp::now().to_string(),
-        "tool": format!("wrk -t2 -c{CONNECTIONS} -d{DURATION} --latency (same machine, same run; best of 2 alternating rounds)"),
+        "tool": format!("wrk -t2 -c{CONNECTIONS} -d{DURATION} --latency (same machine, same run; best of {rounds} alternating rounds)"),
         "all_runs_requests_per_sec": {
             "api_server": api_runs.iter().map(|r| r.requests_per_sec).collect::<Vec<_>>(),
             "nginx": ngx_runs.iter().map(|r| r.requests_per_sec).collect::<Vec<_>>(),
         },
+        "all_runs_ratio": api_runs.iter().zip(&ngx_runs)
+            .map(|(a, n)| (a.requests_per_sec / n.requests_per_sec * 1000.0).round() / 1000.0)
+            .collect::<Vec<_>>(),
+        "all_runs_p50_p99_ms": {
+            "api_server": api_runs.iter().map(|r| [r.p50_ms, r.p99_ms]).collect::<Vec<_>>(),
+            "nginx": ngx_runs.iter().map(|r| [r.p50_ms, r.p99_ms]).collect::<Vec<_>>(),
+        },
+        "server_cpu_us_per_request": {
+            "api_server": api_cpu_us.iter().map(|c| round1(c[0])).collect::<Vec<_>>(),
+            "redis_during_api_runs": api_cpu_us.iter().map(|c| round1(c[1])).collect::<Vec<_>>(),
+            "nginx": ngx_cpu_us.iter().map(|c| round1(*c)).collect::<Vec<_>>(),
+            "wrk_for_api_server": api_runs.iter().map(|r| round1(r.client_cpu_us)).collect::<Vec<_>>(),
+            "wrk_for_nginx": ngx_runs.iter().map(|r| round1(r.client_cpu_us)).collect::<Vec<_>>(),
+            "note": "user+system CPU of the server processes (and of wrk) divided by wrk's request count (10 ms clock ticks)",
+        },
+        // What the ratio would be if every process got the CPU it needs: nginx + wrk over
+        // api-server + Redis + wrk, per round. Steadier than the rates on a shared machine.
+        "cpu_bound_ratio": api_cpu_us.iter().zip(&ngx_cpu_us).zip(api_runs.iter().zip(&ngx_runs))
+            .map(|((a, n), (ar, nr))| {
+                let ratio = (n + nr.client_cpu_us) / (a[0] + a[1] + ar.client_cpu_us);
+                (ratio * 1000.0).round() / 1000.0
+            })
+            .collect::<Vec<_>>(),
+        "redis_commands_per_request": redis_calls_per_request,
+        "tokio_worker_threads": std::env::var("TOKIO_WORKER_THREADS").unwrap_or_else(|_| "default (one per core)".into()),
         "logical_cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         "loadavg_1m_before": load_before,
         "loadavg_1m_after": load_after,

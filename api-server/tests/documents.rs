@@ -433,6 +433,67 @@ async fn a_stampede_on_a_cold_key_reads_firestore_once() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The count of Redis calls named `operation` in the metrics.
+fn redis_calls(state: &AppState, operation: &str) -> u64 {
+    let needle = format!(
+        r#"api_redis_command_duration_seconds_count{{operation="{operation}",outcome="ok"}} "#
+    );
+    state
+        .metrics
+        .encode()
+        .lines()
+        .find_map(|l| l.strip_prefix(needle.as_str()))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_cache_hit_get_is_one_redis_call_and_returns_the_stored_bytes() -> anyhow::Result<()> {
+    let f = fixture().await?;
+    let s = &f.state;
+    let created = call(
+        s,
+        "POST",
+        "/v1/notes",
+        "ann",
+        &[],
+        Some(br#"{"b":[1,{"z":"\u00e9"}],"a":1.5}"#.to_vec()),
+    )
+    .await?;
+    let id = created.body["id"].as_str().unwrap_or_default().to_string();
+    let (admits, gets, hits, reads) = (
+        redis_calls(s, "admit"),
+        redis_calls(s, "cache_get"),
+        s.metrics.cache_count("hit"),
+        s.documents.store.reads(),
+    );
+    let read = call(s, "GET", &format!("/v1/notes/{id}"), "ann", &[], None).await?;
+    assert_eq!(read.status, StatusCode::OK, "{}", read.body);
+    assert_eq!(
+        read.body, created.body,
+        "a hit reads what the create returned"
+    );
+    assert_eq!(header_of(&read, header::CONTENT_TYPE), "application/json");
+    assert_eq!(
+        header_of(&read, header::ETAG),
+        header_of(&created, header::ETAG)
+    );
+    assert_eq!(redis_calls(s, "admit") - admits, 1);
+    assert_eq!(
+        redis_calls(s, "cache_get") - gets,
+        0,
+        "the admission script read the cache entry"
+    );
+    assert_eq!(s.metrics.cache_count("hit") - hits, 1);
+    assert_eq!(s.documents.store.reads() - reads, 0);
+    // Someone else's document is still not revealed, from the same prefetched entry.
+    assert_problem(
+        &call(s, "GET", &format!("/v1/notes/{id}"), "bob", &[], None).await?,
+        404,
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn reads_are_served_from_firestore_when_redis_is_down() -> anyhow::Result<()> {
     let mut f = fixture().await?;

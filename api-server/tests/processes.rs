@@ -208,6 +208,102 @@ async fn admin_port_serves_health_readiness_and_metrics() -> anyhow::Result<()> 
     Ok(())
 }
 
+/// Forwards every connection to `127.0.0.1:port` to `to`, byte for byte, from when it is
+/// started: the Firestore emulator "becomes reachable" at an address the server already has.
+async fn forward(port: u16, to: String) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    Ok(tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let to = to.clone();
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(&to).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    }))
+}
+
+#[tokio::test]
+async fn starts_unready_while_firestore_is_unreachable_and_serves_once_it_answers()
+-> anyhow::Result<()> {
+    let redis = testenv::RedisServer::start().await?;
+    let port = testenv::free_port();
+    let server = ApiProcess::start(&[
+        ("REDIS_URL", redis.url()),
+        ("GOOGLE_CLOUD_PROJECT", PROJECT.to_string()),
+        ("FIRESTORE_EMULATOR_HOST", format!("127.0.0.1:{port}")),
+        ("FIREBASE_AUTH_EMULATOR_HOST", "127.0.0.1:9".to_string()),
+        ("API_DRAIN_SECONDS", "1".to_string()),
+    ])
+    .await?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    // Alive, not ready, and says which dependency is missing.
+    let health = http.get(server.admin_url("/healthz")).send().await?;
+    assert_eq!(health.status().as_u16(), 200);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = http.get(server.admin_url("/readyz")).send().await?;
+        assert_eq!(r.status().as_u16(), 503);
+        assert_eq!(r.headers()["content-type"], "application/problem+json");
+        let body: Value = r.json().await?;
+        let detail = body["detail"].as_str().unwrap_or_default().to_string();
+        assert!(detail.contains("firestore"), "{detail}");
+        // Redis is up: once its connection is made, only Firestore is named.
+        if !detail.contains("redis") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still waiting for Redis: {detail}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        server.log_text().contains("Firestore not reachable yet"),
+        "{}",
+        server.log_text()
+    );
+    let metrics = http.get(server.admin_url("/metrics")).send().await?;
+    assert_eq!(metrics.status().as_u16(), 200);
+
+    // Firestore appears at the configured address: the server becomes ready and serves.
+    let firestore = testenv::FirestoreEmulator::start().await?;
+    let _forwarder = forward(port, firestore.host()).await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = http.get(server.admin_url("/readyz")).send().await?;
+        if r.status().as_u16() == 200 {
+            break;
+        }
+        let text = r.text().await?;
+        assert!(Instant::now() < deadline, "never ready: {text}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let token = unsigned(&id_claims(PROJECT, "late"));
+    let r = http
+        .post(server.url("/v1/notes"))
+        .bearer_auth(&token)
+        .json(&json!({"title": "after startup"}))
+        .send()
+        .await?;
+    let status = r.status().as_u16();
+    let created: Value = r.json().await?;
+    assert_eq!(status, 201, "{created}");
+    let r = http
+        .get(server.url(&format!(
+            "/v1/notes/{}",
+            created["id"].as_str().unwrap_or_default()
+        )))
+        .bearer_auth(&token)
+        .send()
+        .await?;
+    assert_eq!(r.status().as_u16(), 200);
+    Ok(())
+}
+
 #[tokio::test]
 async fn rate_limit_is_exact_across_three_servers() -> anyhow::Result<()> {
     let redis = testenv::RedisServer::start().await?;

@@ -9,7 +9,12 @@
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use std::io::Write;
+use std::sync::{Arc, Condvar, Mutex};
+
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::fmt::writer::EitherWriter;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
@@ -17,6 +22,8 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 pub enum TelemetryError {
     #[error("a global tracing subscriber is already installed: {0}")]
     AlreadyInstalled(String),
+    #[error("starting the log writer thread: {0}")]
+    LogWriter(String),
     #[error("OTLP exporter for {endpoint}: {message}")]
     Exporter { endpoint: String, message: String },
 }
@@ -25,6 +32,7 @@ pub enum TelemetryError {
 #[must_use = "dropping the guard without shutdown may lose the last spans"]
 pub struct Telemetry {
     provider: Option<SdkTracerProvider>,
+    logs: Option<BatchedStdout>,
 }
 
 impl Telemetry {
@@ -38,6 +46,164 @@ impl Telemetry {
         {
             eprintln!("flushing spans at exit: {e}");
         }
+        if let Some(logs) = self.logs {
+            logs.close();
+        }
+    }
+}
+
+/// Log lines appended to a shared buffer and written to stdout by one thread, for servers
+/// that log a line per request: while that thread writes, the lines of other requests gather
+/// and go out in the next `write(2)`, and request threads never wait on the stdout lock or the
+/// disk. No line is dropped: past [`BatchedStdout::MAX_PENDING`] bytes, loggers wait for the
+/// writer. Lines reach stdout as soon as the writer thread runs, with no timer.
+#[derive(Clone)]
+pub struct BatchedStdout(Arc<Batch>);
+
+struct Batch {
+    pending: Mutex<Pending>,
+    /// Signalled when lines arrive while the writer waits, and when the writer closes.
+    arrived: Condvar,
+    /// Signalled when the writer has taken the pending lines (room again, or flushed).
+    taken: Condvar,
+}
+
+/// How long the writer lets lines gather after a write while they keep coming.
+const GATHER: std::time::Duration = std::time::Duration::from_micros(200);
+
+#[derive(Default)]
+struct Pending {
+    buf: Vec<u8>,
+    writer_waiting: bool,
+    closed: bool,
+    /// Batches taken so far, so `close` can wait for the last one to be written.
+    taken: u64,
+    written: u64,
+}
+
+impl BatchedStdout {
+    pub const MAX_PENDING: usize = 4 << 20;
+
+    /// Starts the writer thread, writing to stdout.
+    pub fn start() -> std::io::Result<Self> {
+        Self::start_to(Box::new(std::io::stdout()))
+    }
+
+    /// Starts the writer thread, writing to `out`.
+    pub fn start_to(out: Box<dyn Write + Send>) -> std::io::Result<Self> {
+        let batch = Arc::new(Batch {
+            pending: Mutex::new(Pending::default()),
+            arrived: Condvar::new(),
+            taken: Condvar::new(),
+        });
+        let b = batch.clone();
+        std::thread::Builder::new()
+            .name("log-writer".into())
+            .spawn(move || b.run(out))?;
+        Ok(Self(batch))
+    }
+
+    /// Writes what is pending and stops the writer; later lines go to stdout directly.
+    pub fn close(&self) {
+        let mut p = self.0.lock();
+        p.closed = true;
+        self.0.arrived.notify_all();
+        let target = p.taken + u64::from(!p.buf.is_empty());
+        while p.written < target {
+            p = self.0.taken.wait(p).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    fn append(&self, line: &[u8]) {
+        let mut p = self.0.lock();
+        if p.closed {
+            drop(p);
+            let _ = std::io::stdout().write_all(line);
+            return;
+        }
+        while p.buf.len() > Self::MAX_PENDING && !p.closed {
+            p = self.0.taken.wait(p).unwrap_or_else(|e| e.into_inner());
+        }
+        p.buf.extend_from_slice(line);
+        if p.writer_waiting {
+            p.writer_waiting = false;
+            self.0.arrived.notify_one();
+        }
+    }
+}
+
+impl Batch {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn run(&self, mut out: Box<dyn Write + Send>) {
+        let mut spare = Vec::new();
+        loop {
+            let mut p = self.lock();
+            while p.buf.is_empty() && !p.closed {
+                p.writer_waiting = true;
+                p = self.arrived.wait(p).unwrap_or_else(|e| e.into_inner());
+            }
+            if p.buf.is_empty() {
+                return;
+            }
+            std::mem::swap(&mut p.buf, &mut spare);
+            p.taken += 1;
+            drop(p);
+            self.taken.notify_all();
+            // Nowhere to report a failed log write; keep serving.
+            let _ = out.write_all(&spare);
+            let _ = out.flush();
+            spare.clear();
+            let mut p = self.lock();
+            p.written += 1;
+            let closed = p.closed;
+            drop(p);
+            self.taken.notify_all();
+            // Lines are coming in: let the next ones gather for a moment instead of being
+            // woken for each (a futex call per line). Idle, the writer sleeps on `arrived`
+            // and the first line wakes it at once.
+            if !closed {
+                std::thread::sleep(GATHER);
+            }
+        }
+    }
+}
+
+/// Stdout, batched or not.
+struct LogWriter(Option<BatchedStdout>);
+
+impl<'a> MakeWriter<'a> for LogWriter {
+    type Writer = EitherWriter<BatchedLine<'a>, std::io::Stdout>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        match &self.0 {
+            Some(batched) => EitherWriter::A(BatchedLine(batched)),
+            None => EitherWriter::B(std::io::stdout()),
+        }
+    }
+}
+
+/// One log line (the fmt layer writes each event with a single `write_all`).
+pub struct BatchedLine<'a>(&'a BatchedStdout);
+
+impl Write for BatchedLine<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.append(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for BatchedStdout {
+    type Writer = BatchedLine<'a>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        BatchedLine(self)
     }
 }
 
@@ -53,14 +219,36 @@ pub fn init(
     service_name: &str,
     otlp_endpoint: Option<&str>,
 ) -> Result<Telemetry, TelemetryError> {
+    install(default_filter, service_name, otlp_endpoint, None)
+}
+
+/// [`init`], with log lines written through a [`BatchedStdout`]: for a server that logs every
+/// request. [`Telemetry::shutdown`] writes the last lines.
+pub fn init_batched(
+    default_filter: &str,
+    service_name: &str,
+    otlp_endpoint: Option<&str>,
+) -> Result<Telemetry, TelemetryError> {
+    let logs = BatchedStdout::start().map_err(|e| TelemetryError::LogWriter(e.to_string()))?;
+    install(default_filter, service_name, otlp_endpoint, Some(logs))
+}
+
+fn install(
+    default_filter: &str,
+    service_name: &str,
+    otlp_endpoint: Option<&str>,
+    logs: Option<BatchedStdout>,
+) -> Result<Telemetry, TelemetryError> {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let writer = LogWriter(logs.clone());
     let fmt = tracing_subscriber::fmt::layer()
         .json()
         .flatten_event(true)
         .with_current_span(true)
         .with_span_list(false)
-        .with_target(true);
+        .with_target(true)
+        .with_writer(writer);
     let provider = match otlp_endpoint {
         Some(endpoint) => Some(provider(service_name, endpoint)?),
         None => None,
@@ -78,7 +266,7 @@ pub fn init(
         opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
         opentelemetry::global::set_tracer_provider(p.clone());
     }
-    Ok(Telemetry { provider })
+    Ok(Telemetry { provider, logs })
 }
 
 fn provider(service_name: &str, endpoint: &str) -> Result<SdkTracerProvider, TelemetryError> {
@@ -98,4 +286,58 @@ fn provider(service_name: &str, endpoint: &str) -> Result<SdkTracerProvider, Tel
         .with_batch_exporter(exporter)
         .with_resource(resource)
         .build())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn batched_lines_arrive_whole_in_order_and_close_writes_the_rest() {
+        let sink = Sink::default();
+        let logs = BatchedStdout::start_to(Box::new(sink.clone())).expect("writer thread");
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let logs = logs.clone();
+                std::thread::spawn(move || {
+                    for i in 0..2000 {
+                        let line = format!("{{\"t\":{t},\"i\":{i}}}\n");
+                        logs.make_writer()
+                            .write_all(line.as_bytes())
+                            .expect("append");
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("logger thread");
+        }
+        logs.close();
+        let text = String::from_utf8(sink.0.lock().expect("sink").clone()).expect("utf8");
+        let mut next = [0; 4];
+        for line in text.lines() {
+            let v: serde_json::Value = serde_json::from_str(line).expect("a whole JSON line");
+            let t = v["t"].as_u64().expect("t") as usize;
+            assert_eq!(v["i"].as_u64(), Some(next[t]), "thread {t} out of order");
+            next[t] += 1;
+        }
+        assert_eq!(next, [2000; 4]);
+    }
 }

@@ -3,12 +3,15 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
-use axum::http::{HeaderMap, header};
+use axum::body::Bytes;
+use axum::extract::{FromRequestParts as _, MatchedPath, RawPathParams, Request, State};
+use axum::http::{HeaderMap, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::{AuthError, TokenKind, VerifiedToken, revocation};
+use crate::documents::cache::{self, PrefetchedEntry};
+use crate::documents::validation;
 use crate::ratelimit::{self, Admission, Precomputed};
 use crate::state::AppState;
 
@@ -45,11 +48,7 @@ fn credential<'a>(headers: &'a HeaderMap, cookie_name: &str) -> Option<(&'a str,
         .map(|(_, value)| (value, TokenKind::SessionCookie))
 }
 
-pub async fn require_caller(
-    State(state): State<AppState>,
-    mut req: Request,
-    next: Next,
-) -> Response {
+pub async fn require_caller(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let Some((token, kind)) = credential(req.headers(), &state.session_cookie_name) else {
         state.metrics.auth_failure(AuthError::Missing.reason());
         return AuthError::Missing.into_response();
@@ -58,15 +57,24 @@ pub async fn require_caller(
         Ok(v) => v,
         Err(e) => return refused(e),
     };
-    // Revocation and rate limit in one Redis call; the limiter middleware uses the decision.
-    let admission = state
+    // Revocation, rate limit and (for a document GET) the cache read in one Redis call; the
+    // limiter middleware uses the decision, the GET handler the cache entry.
+    let (mut req, cache_key) = document_read(req, &state).await;
+    let mut admission = state
         .rate_limiter
         .admit(
             &ratelimit::uid_key(&verified.uid),
             &revocation::key(&verified.uid),
             verified.auth_time,
+            cache_key.as_deref(),
         )
         .await;
+    if let (Ok(a), Some(key)) = (&mut admission, cache_key)
+        && let Some(entry) = a.cached.take()
+    {
+        req.extensions_mut()
+            .insert(PrefetchedEntry::new(key, entry.map(Bytes::from)));
+    }
     let stored = match &admission {
         Ok(a) => Ok(a.revoked_at),
         Err(e) => Err(e),
@@ -94,6 +102,46 @@ pub async fn require_caller(
         req.extensions_mut().insert(p);
     }
     next.run(req).await
+}
+
+/// The route whose GET reads a document through the cache.
+const DOCUMENT_ROUTE: &str = "/v1/{collection}/{id}";
+
+/// The cache key of the document a `GET /v1/{collection}/{id}` reads, when the path names a
+/// readable collection and a possible id (else the handler refuses it without reading).
+async fn document_read(req: Request, state: &AppState) -> (Request, Option<String>) {
+    let is_read = req.method() == Method::GET
+        && req
+            .extensions()
+            .get::<MatchedPath>()
+            .is_some_and(|p| p.as_str() == DOCUMENT_ROUTE);
+    if !is_read {
+        return (req, None);
+    }
+    let (mut parts, body) = req.into_parts();
+    let params = RawPathParams::from_request_parts(&mut parts, &()).await;
+    let req = Request::from_parts(parts, body);
+    let Ok(params) = params else {
+        return (req, None);
+    };
+    let (mut collection, mut id) = (None, None);
+    for (name, value) in &params {
+        match name {
+            "collection" => collection = Some(value),
+            "id" => id = Some(value),
+            _ => {}
+        }
+    }
+    let key = match (collection, id) {
+        (Some(c), Some(i))
+            if validation::collection(&state.documents.collections, c).is_ok()
+                && validation::document_id(i).is_ok() =>
+        {
+            Some(cache::key(c, i))
+        }
+        _ => None,
+    };
+    (req, key)
 }
 
 fn refused(e: AuthError) -> Response {

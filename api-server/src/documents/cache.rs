@@ -13,11 +13,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::body::Bytes;
 use futures::FutureExt as _;
 use futures::future::{BoxFuture, Shared};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
-use super::store::{Store, StoreError, StoredDoc};
+use super::store::{Store, StoreError, StoredDoc, Version};
 use crate::observability::Metrics;
 use crate::redis::Redis;
 
@@ -45,6 +47,103 @@ enum Entry {
     Missing,
 }
 
+/// A cache entry read without building a JSON tree of the document: `data` stays the bytes
+/// Redis holds, and is written into the response as they are.
+#[derive(Deserialize)]
+struct RawEntry {
+    state: String,
+    doc: Option<CachedDoc>,
+}
+
+/// A document version as the cache holds it.
+#[derive(Debug, Deserialize)]
+pub struct CachedDoc {
+    pub id: String,
+    pub owner: String,
+    pub data: Box<RawValue>,
+    pub version: Version,
+}
+
+/// A document read through the cache: straight from the entry's bytes on a hit, or the
+/// version Firestore returned.
+#[derive(Debug)]
+pub enum Doc {
+    Cached(CachedDoc),
+    Stored(Arc<StoredDoc>),
+}
+
+/// The API's representation of a document. Fields in the order a `serde_json::Map` (sorted)
+/// gives them, so both sources serialise to the same bytes.
+#[derive(Serialize)]
+struct Representation<'a, D: Serialize + ?Sized> {
+    collection: &'a str,
+    data: &'a D,
+    id: &'a str,
+    owner: &'a str,
+}
+
+impl Doc {
+    pub fn owner(&self) -> &str {
+        match self {
+            Self::Cached(d) => &d.owner,
+            Self::Stored(d) => &d.owner,
+        }
+    }
+
+    pub fn version(&self) -> Version {
+        match self {
+            Self::Cached(d) => d.version,
+            Self::Stored(d) => d.version,
+        }
+    }
+
+    /// `{"collection", "data", "id", "owner"}` as JSON bytes.
+    pub fn representation(&self, collection: &str) -> Vec<u8> {
+        let bytes = match self {
+            Self::Cached(d) => serde_json::to_vec(&Representation {
+                collection,
+                data: &*d.data,
+                id: &d.id,
+                owner: &d.owner,
+            }),
+            Self::Stored(d) => serde_json::to_vec(&Representation {
+                collection,
+                data: &d.data,
+                id: &d.id,
+                owner: &d.owner,
+            }),
+        };
+        // Serialising strings and an already valid JSON value cannot fail.
+        bytes.unwrap_or_default()
+    }
+}
+
+/// A document's cache entry that the request's admission script read (see
+/// [`crate::ratelimit::RateLimiter::admit`]), for the GET handler: `entry` is `None` when Redis
+/// had no such key.
+#[derive(Debug, Clone)]
+pub struct PrefetchedEntry {
+    key: String,
+    entry: Option<Bytes>,
+}
+
+impl PrefetchedEntry {
+    pub fn new(key: String, entry: Option<Bytes>) -> Self {
+        Self { key, entry }
+    }
+
+    /// The entry, if it is the one of `collection`/`id`.
+    pub fn take_for(self, collection: &str, id: &str) -> Option<Option<Bytes>> {
+        let matches = self
+            .key
+            .strip_prefix("doc:")
+            .and_then(|k| k.strip_prefix(collection))
+            .and_then(|k| k.strip_prefix(':'))
+            == Some(id);
+        matches.then_some(self.entry)
+    }
+}
+
 pub type Lookup = Result<Option<Arc<StoredDoc>>, Arc<StoreError>>;
 type Flight = Shared<BoxFuture<'static, Lookup>>;
 
@@ -58,8 +157,14 @@ pub struct DocCache {
     next_flight: std::sync::atomic::AtomicU64,
 }
 
-fn key(collection: &str, id: &str) -> String {
-    format!("doc:{collection}:{id}")
+/// The Redis key of a document's cache entry.
+pub fn key(collection: &str, id: &str) -> String {
+    let mut key = String::with_capacity(5 + collection.len() + id.len());
+    key.push_str("doc:");
+    key.push_str(collection);
+    key.push(':');
+    key.push_str(id);
+    key
 }
 
 impl DocCache {
@@ -103,6 +208,51 @@ impl DocCache {
             }
         }
         self.flight(store, collection, id, key).await
+    }
+
+    /// Like [`Self::get`], but a hit is not turned into a JSON tree; and when `prefetched`
+    /// holds the entry (read by the request's admission script), Redis is not asked again.
+    pub async fn read(
+        &self,
+        store: &Arc<Store>,
+        collection: &str,
+        id: &str,
+        prefetched: Option<Option<Bytes>>,
+    ) -> Result<Option<Doc>, Arc<StoreError>> {
+        let key = key(collection, id);
+        let cached = match prefetched {
+            Some(entry) => Ok(entry),
+            None => {
+                let k = &key;
+                self.redis
+                    .call("cache_get", |mut c| async move {
+                        redis::cmd("GET")
+                            .arg(k)
+                            .query_async::<Option<Vec<u8>>>(&mut c)
+                            .await
+                            .map(|v| v.map(Bytes::from))
+                    })
+                    .await
+            }
+        };
+        match cached {
+            Ok(Some(raw)) => match parse_raw(&raw) {
+                Some(found) => {
+                    self.metrics.cache("hit");
+                    return Ok(found.map(Doc::Cached));
+                }
+                None => self.metrics.cache("error"),
+            },
+            Ok(None) => self.metrics.cache("miss"),
+            Err(e) => {
+                self.metrics.cache("error");
+                tracing::debug!(error = %e, "cache read failed; reading Firestore");
+            }
+        }
+        Ok(self
+            .flight(store, collection, id, key)
+            .await?
+            .map(Doc::Stored))
     }
 
     fn flight(&self, store: &Arc<Store>, collection: &str, id: &str, key: String) -> Flight {
@@ -264,6 +414,18 @@ fn parse(raw: &str) -> Option<Entry> {
     serde_json::from_str(json).ok()
 }
 
+/// `Some(Some(doc))` for a cached version, `Some(None)` for cached "not found", `None` when
+/// the entry is malformed.
+fn parse_raw(raw: &[u8]) -> Option<Option<CachedDoc>> {
+    let sep = raw.iter().position(|b| *b == b'|')?;
+    let entry: RawEntry = serde_json::from_slice(&raw[sep + 1..]).ok()?;
+    match (entry.state.as_str(), entry.doc) {
+        ("found", Some(doc)) => Some(Some(doc)),
+        ("missing", _) => Some(None),
+        _ => None,
+    }
+}
+
 /// `ttl` plus up to 10%, so entries filled together do not expire together.
 fn with_jitter(ttl: Duration) -> Duration {
     let mut b = [0u8; 2];
@@ -278,6 +440,59 @@ fn with_jitter(ttl: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_raw_hit_serialises_as_the_parsed_document_does() {
+        let doc = StoredDoc {
+            id: "abc".into(),
+            owner: "ann".into(),
+            data: serde_json::from_str(r#"{"z": [1, {"b": "\u00e9\"", "a": null}], "a": 1.5}"#)
+                .expect("json"),
+            version: Version {
+                seconds: 1_700_000_000,
+                nanos: 123_456_789,
+            },
+        };
+        let raw = format!(
+            "{}|{}",
+            doc.version.micros(),
+            serde_json::to_string(&Entry::Found { doc: doc.clone() }).expect("json")
+        );
+        let Some(Some(cached)) = parse_raw(raw.as_bytes()) else {
+            panic!("not parsed: {raw}");
+        };
+        assert_eq!(cached.version, doc.version);
+        assert_eq!(cached.owner, "ann");
+        let fast = Doc::Cached(cached).representation("notes");
+        let slow = serde_json::json!({
+            "id": doc.id, "collection": "notes", "owner": doc.owner, "data": doc.data,
+        });
+        assert_eq!(String::from_utf8(fast).expect("utf8"), slow.to_string());
+        assert_eq!(
+            Doc::Stored(Arc::new(doc)).representation("notes"),
+            slow.to_string().into_bytes()
+        );
+
+        let missing = format!(
+            "0|{}",
+            serde_json::to_string(&Entry::Missing).expect("json")
+        );
+        assert!(matches!(parse_raw(missing.as_bytes()), Some(None)));
+        assert!(parse_raw(b"garbage").is_none());
+        assert!(parse_raw(br#"1|{"state":"found"}"#).is_none());
+    }
+
+    #[test]
+    fn a_prefetched_entry_is_only_used_for_its_own_document() {
+        let entry = || PrefetchedEntry::new(key("notes", "a1"), Some(Bytes::from_static(b"x")));
+        assert_eq!(
+            entry().take_for("notes", "a1"),
+            Some(Some(Bytes::from_static(b"x")))
+        );
+        assert_eq!(entry().take_for("notes", "a2"), None);
+        assert_eq!(entry().take_for("note", "s:a1"), None);
+        assert_eq!(entry().take_for("other", "a1"), None);
+    }
 
     #[test]
     fn jitter_stays_within_ten_percent() {

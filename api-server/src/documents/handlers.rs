@@ -1,8 +1,6 @@
 //! The document routes. Owner-only: a document someone else owns is "not found" (its
 //! existence is not revealed), except to a caller with the `admin` claim, who may read any.
 
-use std::sync::Arc;
-
 use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
@@ -14,6 +12,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::cache::{Doc, PrefetchedEntry};
 use super::store::{StoreError, StoredDoc, Version};
 use super::validation;
 use crate::auth::Caller;
@@ -52,8 +51,12 @@ fn representation(collection: &str, doc: &StoredDoc) -> Value {
     })
 }
 
-fn with_etag(mut response: Response, doc: &StoredDoc) -> Response {
-    if let Ok(v) = HeaderValue::from_str(&doc.version.etag()) {
+fn with_etag(response: Response, doc: &StoredDoc) -> Response {
+    with_etag_value(response, &doc.version.etag())
+}
+
+fn with_etag_value(mut response: Response, etag: &str) -> Response {
+    if let Ok(v) = HeaderValue::from_str(etag) {
         response.headers_mut().insert(header::ETAG, v);
     }
     // Private: the body belongs to one user; no-cache: revalidate with If-None-Match.
@@ -76,18 +79,24 @@ fn body_problem(e: BytesRejection) -> Problem {
     }
 }
 
-/// The document, if the caller may read it.
+/// The document, if the caller may read it. `prefetched` is its cache entry when the
+/// request's admission script already read it.
 async fn readable(
     state: &AppState,
     caller: &Caller,
     collection: &str,
     id: &str,
-) -> Result<Arc<StoredDoc>, Problem> {
+    prefetched: Option<Option<Bytes>>,
+) -> Result<Doc, Problem> {
     validation::collection(&state.documents.collections, collection)?;
     validation::document_id(id)?;
     let docs = &state.documents;
-    match docs.cache.get(&docs.store, collection, id).await {
-        Ok(Some(doc)) if doc.owner == caller.uid() || caller.is_admin() => Ok(doc),
+    match docs
+        .cache
+        .read(&docs.store, collection, id, prefetched)
+        .await
+    {
+        Ok(Some(doc)) if doc.owner() == caller.uid() || caller.is_admin() => Ok(doc),
         Ok(_) => Err(Problem::not_found("no such document")),
         Err(e) => Err(store_problem(&e)),
     }
@@ -170,10 +179,13 @@ pub async fn get(
     Extension(caller): Extension<Caller>,
     path: Result<Path<(String, String)>, PathRejection>,
     headers: HeaderMap,
+    prefetched: Option<Extension<PrefetchedEntry>>,
 ) -> Result<Response, Problem> {
     let Path((collection, id)) = path.map_err(path_problem)?;
-    let doc = readable(&state, &caller, &collection, &id).await?;
-    let etag = doc.version.etag();
+    let prefetched = prefetched.and_then(|Extension(p)| p.take_for(&collection, &id));
+    let doc = readable(&state, &caller, &collection, &id, prefetched).await?;
+    let version = doc.version();
+    let etag = version.etag();
     let not_modified = headers
         .get_all(header::IF_NONE_MATCH)
         .iter()
@@ -183,13 +195,19 @@ pub async fn get(
             let t = t.trim();
             t == "*" || t.trim_start_matches("W/") == etag
         });
-    if not_modified {
-        return Ok(with_etag(StatusCode::NOT_MODIFIED.into_response(), &doc));
-    }
-    Ok(with_etag(
-        axum::Json(representation(&collection, &doc)).into_response(),
-        &doc,
-    ))
+    let response = if not_modified {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            doc.representation(&collection),
+        )
+            .into_response()
+    };
+    Ok(with_etag_value(response, &etag))
 }
 
 /// The version in `If-Match`: required (428 without), 412 when it cannot match anything.

@@ -197,7 +197,9 @@ impl ApiProcess {
         let out = std::fs::File::create(&log)?;
         let public: SocketAddr = format!("127.0.0.1:{}", testenv::free_port()).parse()?;
         let admin: SocketAddr = format!("127.0.0.1:{}", testenv::free_port()).parse()?;
-        let mut cmd = Command::new(BIN);
+        // API_SERVER_BIN: another build of the server (the benchmark compares builds with it).
+        let bin = std::env::var("API_SERVER_BIN").unwrap_or_else(|_| BIN.to_string());
+        let mut cmd = Command::new(bin);
         cmd.arg("serve")
             .env("API_LISTEN", public.to_string())
             .env("API_ADMIN_LISTEN", admin.to_string())
