@@ -61,6 +61,13 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub files: FilesArgs,
 
+    /// Longest a request may take; past it the client gets 504 (problem+json) and the work is
+    /// abandoned, so a hung dependency cannot pile up open requests. Keep it below the
+    /// shutdown grace period.
+    #[arg(long, env = "API_REQUEST_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(100..=300_000))]
+    pub request_timeout_ms: u64,
+
     /// After SIGTERM, how long /readyz reports false while requests are still served, so the
     /// load balancer stops sending new ones before the listener closes.
     #[arg(long, env = "API_DRAIN_SECONDS", default_value_t = 5)]
@@ -188,6 +195,10 @@ fn queue_name(s: &str) -> Result<QueueName, String> {
 impl ServeArgs {
     pub fn redis_timeout(&self) -> Duration {
         Duration::from_millis(self.redis_timeout_ms)
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
     }
 }
 

@@ -118,6 +118,10 @@ pub async fn ensure_problem_json(request: Request, next: Next) -> Response {
     // The original body is axum's short plain-text reason; keep it as the detail.
     let detail = match axum::body::to_bytes(body, 64 * 1024).await {
         Ok(b) if !b.is_empty() => String::from_utf8_lossy(&b).into_owned(),
+        // Only the request timeout layer answers 504, with no body.
+        _ if status == StatusCode::GATEWAY_TIMEOUT => {
+            "the request did not finish in time (a dependency is slow); it may be retried".into()
+        }
         _ => status.canonical_reason().unwrap_or("error").to_string(),
     };
     let title = status.canonical_reason().unwrap_or("Error");
@@ -128,6 +132,18 @@ pub async fn ensure_problem_json(request: Request, next: Next) -> Response {
         .headers
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
     Response::from_parts(parts, Body::from(body.to_string()))
+}
+
+/// A handler panicked: the client gets a 500 problem, not a dropped connection, and the panic
+/// is logged (its message may hold request data, so it goes to the log, not the client).
+pub fn panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let message = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("(no message)");
+    tracing::error!(panic = message, "request handler panicked");
+    Problem::internal("the server failed on this request").into_response()
 }
 
 /// The router fallback: an unknown path.

@@ -12,6 +12,8 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router, middleware};
 use serde::Deserialize;
 use serde_json::json;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::timeout::TimeoutLayer;
 
 use crate::auth::revocation::RevokeError;
 use crate::auth::{self, Caller};
@@ -64,6 +66,13 @@ pub fn public(state: AppState) -> Router {
         .merge(anonymous)
         .fallback(problem::not_found)
         .layer(DefaultBodyLimit::max(validation::MAX_BODY_BYTES))
+        // A hung dependency answers 504 instead of holding the connection, and a panic answers
+        // 500 instead of dropping it; both still become problem+json and are counted below.
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::GATEWAY_TIMEOUT,
+            state.request_timeout,
+        ))
+        .layer(CatchPanicLayer::custom(problem::panicked))
         .layer(middleware::from_fn(problem::ensure_problem_json))
         .layer(middleware::from_fn_with_state(
             state.metrics.clone(),

@@ -45,6 +45,7 @@ pub struct Shared {
     pub files: Option<Arc<Files>>,
     pub session_cookie_name: Arc<str>,
     pub trust_forwarded_for: bool,
+    pub request_timeout: Duration,
     draining: AtomicBool,
 }
 
@@ -129,6 +130,7 @@ impl AppState {
             rate_limiter: Arc::new(rate_limiter),
             session_cookie_name: args.auth.session_cookie_name.as_str().into(),
             trust_forwarded_for: args.rate_limit.trust_forwarded_for,
+            request_timeout: args.request_timeout(),
             draining: AtomicBool::new(false),
         }))
     }

@@ -22,23 +22,33 @@ struct Fixture {
 }
 
 async fn fixture() -> anyhow::Result<Fixture> {
+    fixture_with(&[]).await
+}
+
+/// A fixture whose server also gets `extra` flags.
+async fn fixture_with(extra: &[&str]) -> anyhow::Result<Fixture> {
     let redis = testenv::RedisServer::start().await?;
     let firestore = testenv::FirestoreEmulator::start().await?;
     let host = firestore.host();
-    let args = serve_args(&[
-        "--project-id",
-        PROJECT,
-        "--redis-url",
-        &redis.url(),
-        "--firestore-emulator-host",
-        &host,
-        "--auth-emulator-host",
-        "127.0.0.1:9",
-        "--collections",
-        "notes,tasks",
-        "--redis-timeout-ms",
-        "300",
-    ])?;
+    let args = serve_args(
+        &[
+            "--project-id",
+            PROJECT,
+            "--redis-url",
+            &redis.url(),
+            "--firestore-emulator-host",
+            &host,
+            "--auth-emulator-host",
+            "127.0.0.1:9",
+            "--collections",
+            "notes,tasks",
+            "--redis-timeout-ms",
+            "300",
+        ]
+        .into_iter()
+        .chain(extra.iter().copied())
+        .collect::<Vec<_>>(),
+    )?;
     let metrics = Metrics::new();
     let r = Redis::connect(
         &args.redis.endpoint()?,
@@ -528,5 +538,59 @@ async fn reads_are_served_from_firestore_when_redis_is_down() -> anyhow::Result<
     assert_eq!(read.body["data"]["v"], 2);
     assert!(s.metrics.cache_count("error") >= 2);
     let _ = &f.firestore;
+    Ok(())
+}
+
+/// Sends a signal to a test service's whole process group (the emulator is a JVM under a
+/// wrapper script).
+fn signal_group(service: &testenv::Service, signal: &str) -> anyhow::Result<()> {
+    let status = std::process::Command::new("kill")
+        .args([signal, "--", &format!("-{}", service.pid())])
+        .status()?;
+    anyhow::ensure!(status.success(), "kill {signal} failed");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_request_stuck_on_a_frozen_firestore_answers_504_and_the_next_one_is_served()
+-> anyhow::Result<()> {
+    let mut f = fixture_with(&["--request-timeout-ms", "700"]).await?;
+    let created = call(
+        &f.state,
+        "POST",
+        "/v1/notes",
+        "ann",
+        &[],
+        Some(br#"{"title":"frozen"}"#.to_vec()),
+    )
+    .await?;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let uri = format!(
+        "/v1/notes/{}",
+        created.body["id"].as_str().unwrap_or_default()
+    );
+
+    // An empty cache, so this read needs Firestore, which no longer answers.
+    let client = redis::Client::open(f.redis_url.as_str())?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    redis::cmd("FLUSHALL").query_async::<()>(&mut conn).await?;
+    signal_group(f.firestore.service(), "-STOP")?;
+    // Without the request budget this call would wait for as long as Firestore is frozen.
+    let stuck = call(&f.state, "GET", &uri, "ann", &[], None).await;
+    signal_group(f.firestore.service(), "-CONT")?;
+    let stuck = stuck?;
+    assert_problem(&stuck, 504);
+    assert!(
+        stuck.body["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("did not finish in time")),
+        "{}",
+        stuck.body
+    );
+
+    // Nothing was left behind (no stuck single-flight entry, no poisoned cache).
+    let served = call(&f.state, "GET", &uri, "ann", &[], None).await?;
+    assert_eq!(served.status, StatusCode::OK, "{}", served.body);
+    assert_eq!(served.body["data"], json!({"title": "frozen"}));
     Ok(())
 }
