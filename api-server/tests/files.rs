@@ -121,14 +121,6 @@ async fn fixture(storage: bool) -> anyhow::Result<Fixture> {
     })
 }
 
-fn token(uid: &str) -> String {
-    let mut claims = id_claims(PROJECT, uid);
-    if uid == "admin" {
-        claims["admin"] = json!(true);
-    }
-    unsigned(&claims)
-}
-
 async fn call(
     state: &AppState,
     method: &str,
@@ -139,7 +131,10 @@ async fn call(
     let req = Request::builder()
         .method(method)
         .uri(uri)
-        .header("authorization", format!("Bearer {}", token(uid)))
+        .header(
+            "authorization",
+            format!("Bearer {}", caller_token(PROJECT, uid)),
+        )
         .header(header::CONTENT_TYPE, "application/json")
         .body(body.map(Body::from).unwrap_or_else(Body::empty))?;
     reply_of(state, req).await
@@ -507,13 +502,13 @@ async fn without_a_bucket_the_files_api_answers_503() -> anyhow::Result<()> {
         let server = ApiProcess::start(&env(&[])).await?;
         let r = reqwest::Client::new()
             .get(server.url(&format!("/v1/files/{id}")))
-            .bearer_auth(token("ann"))
+            .bearer_auth(caller_token(PROJECT, "ann"))
             .send()
             .await?;
         assert_eq!(r.status(), 503);
         let me = reqwest::Client::new()
             .get(server.url("/v1/me"))
-            .bearer_auth(token("ann"))
+            .bearer_auth(caller_token(PROJECT, "ann"))
             .send()
             .await?;
         assert_eq!(me.status(), 200);

@@ -60,14 +60,6 @@ async fn fixture(durable_replicas: &str) -> anyhow::Result<Fixture> {
     })
 }
 
-fn token(uid: &str) -> String {
-    let mut claims = id_claims(PROJECT, uid);
-    if uid == "admin" {
-        claims["admin"] = json!(true);
-    }
-    unsigned(&claims)
-}
-
 async fn call(
     state: &AppState,
     method: &str,
@@ -78,7 +70,10 @@ async fn call(
     let req = Request::builder()
         .method(method)
         .uri(uri)
-        .header("authorization", format!("Bearer {}", token(uid)))
+        .header(
+            "authorization",
+            format!("Bearer {}", caller_token(PROJECT, uid)),
+        )
         .header("traceparent", TRACEPARENT)
         .header(header::CONTENT_TYPE, "application/json")
         .body(
