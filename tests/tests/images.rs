@@ -31,7 +31,10 @@ fn blob(layout: &Path, digest: &str) -> anyhow::Result<Vec<u8>> {
         .strip_prefix("sha256:")
         .context("not a sha256 digest")?;
     let bytes = std::fs::read(layout.join("blobs/sha256").join(hex))?;
-    let actual = format!("{:x}", Sha256::digest(&bytes));
+    let actual: String = Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     ensure!(
         actual == hex,
         "blob {digest} is corrupt (hashes to {actual})"
