@@ -208,22 +208,6 @@ async fn admin_port_serves_health_readiness_and_metrics() -> anyhow::Result<()> 
     Ok(())
 }
 
-/// Forwards every connection to `127.0.0.1:port` to `to`, byte for byte, from when it is
-/// started: the Firestore emulator "becomes reachable" at an address the server already has.
-async fn forward(port: u16, to: String) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
-    Ok(tokio::spawn(async move {
-        while let Ok((mut inbound, _)) = listener.accept().await {
-            let to = to.clone();
-            tokio::spawn(async move {
-                if let Ok(mut outbound) = tokio::net::TcpStream::connect(&to).await {
-                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                }
-            });
-        }
-    }))
-}
-
 #[tokio::test]
 async fn starts_unready_while_firestore_is_unreachable_and_serves_once_it_answers()
 -> anyhow::Result<()> {
@@ -271,7 +255,7 @@ async fn starts_unready_while_firestore_is_unreachable_and_serves_once_it_answer
 
     // Firestore appears at the configured address: the server becomes ready and serves.
     let firestore = testenv::FirestoreEmulator::start().await?;
-    let _forwarder = forward(port, firestore.host()).await?;
+    let _forwarder = testenv::PortForward::start(port, firestore.host()).await?;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let r = http.get(server.admin_url("/readyz")).send().await?;

@@ -28,7 +28,7 @@ pub use firebase_auth::{AuthEmulator, AuthEmulatorClient, SignedUpUser};
 pub use firestore::FirestoreEmulator;
 pub use helm::Helm;
 pub use kube::ControlPlane;
-pub use ports::free_port;
+pub use ports::{PortForward, free_port};
 pub use process::Service;
 pub use promtool::Promtool;
 pub use redis::{RedisServer, SentinelGroup};

@@ -23,3 +23,30 @@ pub fn free_port() -> u16 {
         }
     }
 }
+
+/// Forwards every connection made to `127.0.0.1:port` to `to`, byte for byte, until dropped:
+/// a service "becomes reachable" at an address a process under test already has.
+pub struct PortForward(tokio::task::JoinHandle<()>);
+
+impl PortForward {
+    pub async fn start(port: u16, to: impl Into<String>) -> std::io::Result<Self> {
+        let to = to.into();
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+        Ok(Self(tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let to = to.clone();
+                tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&to).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        })))
+    }
+}
+
+impl Drop for PortForward {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

@@ -1,8 +1,10 @@
-//! The admin port: `/healthz` (the process runs), `/readyz` (Redis answers and we are not
-//! shutting down), `/metrics` (Prometheus text).
+//! The admin port: `/healthz` (the process runs), `/readyz` (connected, Redis answers and we
+//! are not shutting down), `/metrics` (Prometheus text). It serves from the start, so a worker
+//! waiting for Redis or Firestore says so instead of crash-looping.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use axum::Router;
 use axum::extract::State;
@@ -15,8 +17,22 @@ use prometheus_client::registry::Registry;
 #[derive(Clone)]
 pub struct AdminState {
     pub registry: Arc<Registry>,
-    pub redis: RedisHandle,
+    /// Set once Redis is connected.
+    pub redis: Arc<OnceLock<RedisHandle>>,
+    /// Dependencies still being connected, with the last error.
+    pub waiting: Arc<Mutex<BTreeMap<&'static str, String>>>,
     pub shutting_down: Arc<AtomicBool>,
+}
+
+impl AdminState {
+    /// Records that `dependency` is unreachable (`Some(why)`) or connected (`None`).
+    pub fn waiting(&self, dependency: &'static str, why: Option<String>) {
+        let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        match why {
+            Some(why) => waiting.insert(dependency, why),
+            None => waiting.remove(dependency),
+        };
+    }
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -31,7 +47,23 @@ async fn readyz(State(s): State<AdminState>) -> impl IntoResponse {
     if s.shutting_down.load(Ordering::SeqCst) {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down".to_string());
     }
-    let mut conn = s.redis.conn().conn;
+    let starting: Vec<String> = {
+        let waiting = s.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        waiting
+            .iter()
+            .map(|(d, why)| format!("{d}: {why}"))
+            .collect()
+    };
+    if !starting.is_empty() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("starting: {}", starting.join("; ")),
+        );
+    }
+    let Some(redis) = s.redis.get() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "starting".to_string());
+    };
+    let mut conn = redis.conn().conn;
     let ping: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut conn).await;
     match ping {
         Ok(_) => (StatusCode::OK, "ready".to_string()),

@@ -103,40 +103,48 @@ pub async fn run(target: RedisTarget, args: RunArgs) -> anyhow::Result<()> {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into());
         format!("{host}-{}", std::process::id())
     });
-    let handle = RedisHandle::connect(target, ConnectionOptions::default())
-        .await
-        .context("connecting to Redis")?;
-    let firestore = match &args.firestore_project {
-        Some(project) => Some(
-            platform::firestore::connect(
-                project,
-                &args.firestore_database,
-                args.firestore_emulator_host.as_deref(),
-            )
-            .await?,
-        ),
-        None => None,
-    };
-    let registry = Arc::new(registry(&args, firestore.as_ref())?);
-
+    // The admin port first: while Redis or Firestore are unreachable it answers /healthz and
+    // a /readyz that names them, and the worker retries instead of exiting.
     let mut prom = prometheus_client::registry::Registry::default();
     let metrics = QueueMetrics::register(&mut prom);
     let shutting_down = Arc::new(AtomicBool::new(false));
     let admin = AdminState {
         registry: Arc::new(prom),
-        redis: handle.clone(),
+        redis: Arc::default(),
+        waiting: Arc::default(),
         shutting_down: shutting_down.clone(),
     };
+    admin.waiting("redis", Some("connecting".into()));
+    if args.firestore_project.is_some() {
+        admin.waiting("firestore", Some("connecting".into()));
+    }
     let addr = SocketAddr::new(args.admin_addr, args.admin_port);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding the admin port {addr}"))?;
     tracing::info!(%addr, "admin port listening");
+    let admin_router = router(admin.clone());
     tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router(admin)).await {
+        if let Err(e) = axum::serve(listener, admin_router).await {
             tracing::error!(error = %e, "admin server stopped");
         }
     });
+
+    let connected = async {
+        tokio::join!(
+            connect_redis(&target, &admin),
+            connect_firestore(&args, &admin)
+        )
+    };
+    let (handle, firestore) = tokio::select! {
+        connected = connected => connected,
+        signal = wait_for_signal() => {
+            signal?;
+            tracing::info!("stopped before Redis and Firestore were reachable");
+            return Ok(());
+        }
+    };
+    let registry = Arc::new(registry(&args, firestore.as_ref())?);
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut consumers = Vec::new();
@@ -179,6 +187,8 @@ pub async fn run(target: RedisTarget, args: RunArgs) -> anyhow::Result<()> {
         })));
     }
     tokio::spawn(sample_stats(queues, metrics));
+    // Ready only once the consumers run.
+    let _ = admin.redis.set(handle.clone());
     tracing::info!(
         %worker_id, queues = ?args.queues, handlers = ?registry.types(),
         concurrency = args.concurrency, "worker started"
@@ -217,6 +227,57 @@ async fn sample_stats(queues: Vec<Queue>, metrics: QueueMetrics) {
             match q.stats().await {
                 Ok(s) => metrics.observe_stats(q.name().as_str(), &s),
                 Err(e) => tracing::warn!(queue = %q.name(), error = %e, "queue stats failed"),
+            }
+        }
+    }
+}
+
+/// Backoff between connection attempts while a dependency is unreachable.
+fn next_pause(pause: Duration) -> Duration {
+    (pause * 2).min(Duration::from_secs(5))
+}
+
+/// Retries until Redis answers (a worker that starts before Redis waits, not crash-loops).
+async fn connect_redis(target: &RedisTarget, admin: &AdminState) -> RedisHandle {
+    let mut pause = Duration::from_millis(200);
+    loop {
+        match RedisHandle::connect(target.clone(), ConnectionOptions::default()).await {
+            Ok(handle) => {
+                admin.waiting("redis", None);
+                return handle;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_ms = pause.as_millis() as u64, "Redis not reachable yet");
+                admin.waiting("redis", Some(e.to_string()));
+                tokio::time::sleep(pause).await;
+                pause = next_pause(pause);
+            }
+        }
+    }
+}
+
+/// Retries until Firestore answers; `None` when no project is configured.
+async fn connect_firestore(args: &RunArgs, admin: &AdminState) -> Option<FirestoreDb> {
+    let project = args.firestore_project.as_deref()?;
+    let mut pause = Duration::from_millis(200);
+    loop {
+        match platform::firestore::connect(
+            project,
+            &args.firestore_database,
+            args.firestore_emulator_host.as_deref(),
+        )
+        .await
+        {
+            Ok(db) => {
+                admin.waiting("firestore", None);
+                return Some(db);
+            }
+            Err(e) => {
+                let why = format!("{e:#}");
+                tracing::warn!(error = %why, retry_in_ms = pause.as_millis() as u64, "Firestore not reachable yet");
+                admin.waiting("firestore", Some(why));
+                tokio::time::sleep(pause).await;
+                pause = next_pause(pause);
             }
         }
     }

@@ -231,3 +231,40 @@ async fn a_worker_on_sentinels_keeps_working_through_a_failover() -> anyhow::Res
     assert!(w.log().contains("redis master re-resolved"), "{}", w.log());
     Ok(())
 }
+
+#[tokio::test]
+async fn starts_unready_while_redis_is_unreachable_and_works_once_it_answers() -> anyhow::Result<()>
+{
+    let port = testenv::free_port();
+    let address = format!("redis://127.0.0.1:{port}/");
+    let mut w = WorkerProcess::spawn("late-redis", &address, &[], &[])?;
+    let http = reqwest::Client::new();
+
+    // Alive, not ready, and says that Redis is what it waits for (it did not exit).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let why = loop {
+        if let Ok(r) = http.get(w.url("/readyz")).send().await {
+            assert_eq!(r.status().as_u16(), 503);
+            break r.text().await?;
+        }
+        assert!(Instant::now() < deadline, "no admin port:\n{}", w.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(why.contains("redis"), "{why}");
+    let health = http.get(w.url("/healthz")).send().await?;
+    assert_eq!(health.status().as_u16(), 200);
+    assert!(w.child.try_wait()?.is_none(), "worker exited:\n{}", w.log());
+
+    // Redis appears at that address: the worker becomes ready and runs jobs.
+    let redis = RedisServer::start().await?;
+    let _forward = testenv::PortForward::start(port, format!("127.0.0.1:{}", redis.port())).await?;
+    w.wait_ready(Duration::from_secs(30)).await?;
+    let q = queue(&redis.url(), "jobs").await?;
+    let job = q.enqueue(NewJob::new("noop", json!({}))).await?;
+    wait_record(&q, &job.id, Duration::from_secs(15), |r| {
+        r.state == JobState::Completed
+    })
+    .await?;
+    assert!(w.log().contains("Redis not reachable yet"), "{}", w.log());
+    Ok(())
+}

@@ -104,7 +104,7 @@ async fn receive(
     match (route.as_str(), n) {
         ("flaky", 1) => StatusCode::SERVICE_UNAVAILABLE,
         ("slow", 1) => {
-            tokio::time::sleep(Duration::from_secs(3)).await;
+            tokio::time::sleep(Duration::from_secs(5)).await;
             StatusCode::OK
         }
         ("bad", _) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -143,7 +143,9 @@ async fn webhooks_are_signed_retried_on_5xx_and_timeouts_and_recorded() -> anyho
         &[],
         &[
             ("WEBHOOK_SIGNING_SECRET", SECRET),
-            ("WEBHOOK_TIMEOUT_MS", "500"),
+            // Generous, so a loaded machine never times out a fast delivery (it would be
+            // retried and miscounted); the slow route sleeps well past it.
+            ("WEBHOOK_TIMEOUT_MS", "1500"),
             ("FIRESTORE_EMULATOR_HOST", &host),
             ("GOOGLE_CLOUD_PROJECT", PROJECT),
         ],

@@ -24,6 +24,18 @@ impl WorkerProcess {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
+        let mut w = Self::spawn(id, redis_url, args, env)?;
+        w.wait_ready(Duration::from_secs(60)).await?;
+        Ok(w)
+    }
+
+    /// Starts `worker run` without waiting for it to be ready.
+    pub fn spawn(
+        id: &str,
+        redis_url: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let admin_port = testenv::free_port();
         let log = tempfile::NamedTempFile::new()?;
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_worker"));
@@ -53,21 +65,19 @@ impl WorkerProcess {
             .stdout(log.reopen()?)
             .stderr(Stdio::inherit());
         let child = cmd.spawn()?;
-        let mut w = Self {
+        Ok(Self {
             child,
             admin_port,
             id: id.to_string(),
             _log: log,
-        };
-        w.wait_ready(Duration::from_secs(60)).await?;
-        Ok(w)
+        })
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.admin_port)
     }
 
-    async fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
+    pub async fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
         let start = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait()? {
