@@ -31,16 +31,7 @@ impl Redis {
         timeout: Duration,
         metrics: Metrics,
     ) -> RedisResult<Self> {
-        let target = match endpoint {
-            RedisEndpoint::Url(url) => RedisTarget::Url(url.clone()),
-            RedisEndpoint::Sentinel {
-                sentinels,
-                master_name,
-            } => RedisTarget::Sentinel {
-                sentinels: sentinels.clone(),
-                master_name: master_name.clone(),
-            },
-        };
+        let target = RedisTarget::from(endpoint.clone());
         let options = ConnectionOptions {
             response_timeout: timeout,
             connect_timeout: timeout,

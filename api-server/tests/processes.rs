@@ -1,6 +1,7 @@
 //! `api-server serve` as real child processes against real Redis, the Firestore emulator and
 //! the Firebase Auth emulator: the emulator sign-up → call → revoke flow across two servers,
-//! the admin port, exact rate limiting across three servers, and graceful shutdown under load.
+//! the admin port, exact rate limiting across three servers, graceful shutdown under load, and
+//! a Sentinel failover with password-protected Redis.
 
 mod common;
 
@@ -549,12 +550,15 @@ async fn sigterm_under_load_fails_no_request() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn follows_a_sentinel_failover_without_restart() -> anyhow::Result<()> {
-    let mut group = testenv::SentinelGroup::start().await?;
+    // Password-protected data nodes, as the operator deploys them (sentinels without one).
+    const PASSWORD: &str = "api-test-pw-31c7";
+    let mut group = testenv::SentinelGroup::start_with_password(PASSWORD).await?;
     let firestore = testenv::FirestoreEmulator::start().await?;
     let sentinels = group.sentinel_urls().join(",");
     let server = ApiProcess::start(&[
         ("REDIS_SENTINELS", sentinels),
         ("REDIS_MASTER_NAME", group.master_name().to_string()),
+        ("REDIS_PASSWORD", PASSWORD.to_string()),
         ("GOOGLE_CLOUD_PROJECT", PROJECT.to_string()),
         ("FIRESTORE_EMULATOR_HOST", firestore.host()),
         ("FIREBASE_AUTH_EMULATOR_HOST", "127.0.0.1:9".to_string()),
@@ -598,6 +602,10 @@ async fn follows_a_sentinel_failover_without_restart() -> anyhow::Result<()> {
         server.log_text().contains("redis master re-resolved"),
         "{}",
         server.log_text()
+    );
+    assert!(
+        !server.log_text().contains(PASSWORD),
+        "the Redis password is in the log"
     );
     Ok(())
 }

@@ -412,7 +412,7 @@ async fn main() -> anyhow::Result<()> {
 
     eprintln!("platform::queue on port {port}...");
     let handle = RedisHandle::connect(
-        RedisTarget::Url(format!("redis://127.0.0.1:{port}/")),
+        RedisTarget::url(format!("redis://127.0.0.1:{port}/")),
         ConnectionOptions::default(),
     )
     .await?;

@@ -226,6 +226,48 @@ pub struct RedisSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 9))]
     pub sentinel_addresses: Option<Vec<String>>,
+    /// Secret key holding the password of the Redis data nodes (`requirepass`), passed to the
+    /// pods by reference only. Sentinel mode without it: the operator creates
+    /// `<app>-redis-auth` (key `password`, random) once and never changes it. External mode
+    /// without it: no password. Sentinels themselves are not password-protected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_secret: Option<PasswordSecretRef>,
+}
+
+/// A key in a Secret in the app's namespace holding the Redis password. The value is used
+/// verbatim in redis.conf, so it must not contain whitespace or quotes.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PasswordSecretRef {
+    /// Secret name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key in the Secret.
+    #[serde(default = "default_password_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+/// Key of the password in the Secret the operator generates.
+pub const GENERATED_PASSWORD_KEY: &str = "password";
+
+impl RedisSpec {
+    /// Name of the Secret the operator generates when `passwordSecret` is absent.
+    pub fn generated_password_secret(app: &str) -> String {
+        format!("{app}-redis-auth")
+    }
+
+    /// The Secret and key the pods read `REDIS_PASSWORD` from, if Redis has a password.
+    pub fn password_ref(&self, app: &str) -> Option<PasswordSecretRef> {
+        match (&self.password_secret, self.mode) {
+            (Some(r), _) => Some(r.clone()),
+            (None, RedisMode::Sentinel) => Some(PasswordSecretRef {
+                name: Self::generated_password_secret(app),
+                key: GENERATED_PASSWORD_KEY.to_string(),
+            }),
+            (None, RedisMode::External) => None,
+        }
+    }
 }
 
 /// How Redis is provided.
@@ -516,6 +558,7 @@ impl Default for RedisSpec {
             resources: None,
             url: None,
             sentinel_addresses: None,
+            password_secret: None,
         }
     }
 }
@@ -608,6 +651,9 @@ fn default_exporter_image() -> String {
 }
 fn default_storage_size() -> String {
     "1Gi".into()
+}
+fn default_password_key() -> String {
+    GENERATED_PASSWORD_KEY.to_string()
 }
 fn default_credentials_key() -> String {
     "credentials.json".into()

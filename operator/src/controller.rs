@@ -33,6 +33,8 @@ pub enum Error {
     Apply(Vec<apply::ApplyError>),
     #[error("writing the status: {0}")]
     Status(#[source] kube::Error),
+    #[error(transparent)]
+    RedisAuth(#[from] crate::redis_auth::Error),
 }
 
 fn join(errors: &[apply::ApplyError]) -> String {
@@ -49,6 +51,7 @@ impl Error {
             Error::Render(_) => "Render",
             Error::Apply(_) => "Apply",
             Error::Status(_) => "Status",
+            Error::RedisAuth(_) => "RedisAuth",
         }
     }
 }
@@ -156,6 +159,10 @@ async fn converge(app: &ScalableApp, ctx: &Context) -> Result<Vec<String>, Error
     let uid = app.uid().unwrap_or_default();
     let desired = render::desired(app, &ctx.render)?;
     let mut changes = Vec::new();
+    // Before the Redis pods that read it: created once, never updated (see redis_auth).
+    if let Some(name) = crate::redis_auth::ensure(&ctx.client, app).await? {
+        changes.push(format!("created Secret {name}"));
+    }
     let mut errors = Vec::new();
     // A few applies in flight per app: creating an app's ~25 children one by one is latency
     // bound. `buffered` keeps results in render order, so Events list them deterministically.

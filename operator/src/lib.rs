@@ -15,6 +15,7 @@ pub mod discovery;
 pub mod leader;
 pub mod metrics;
 pub mod rbac;
+pub mod redis_auth;
 pub mod render;
 pub mod runner;
 pub mod status;

@@ -45,6 +45,9 @@ pub fn cluster_role() -> ClusterRole {
     rules.push(rule(GROUP, &["scalableapps/status"], &["get", "patch"]));
     rules.push(rule(GROUP, &["scalableapps/finalizers"], &["update"]));
     rules.push(rule("events.k8s.io", &["events"], &["create", "patch"]));
+    // The generated Redis password Secret: read by name and created once (redis_auth). No
+    // list or watch: the operator never enumerates Secrets.
+    rules.push(rule("", &["secrets"], &["get", "create"]));
     // kube-lease-manager reads, creates and patches its one Lease.
     rules.push(rule(
         "coordination.k8s.io",
@@ -114,14 +117,14 @@ mod tests {
                 "{kind} not covered"
             );
         }
-        // Nothing the operator does not manage: no pods, no secrets.
+        // Nothing the operator does not manage: no pods; Secrets only by name (get, create).
         for r in &rules {
             let resources = r.resources.as_ref().unwrap();
-            assert!(
-                !resources
-                    .iter()
-                    .any(|x| x == "secrets" || x == "pods" || x == "*")
-            );
+            assert!(!resources.iter().any(|x| x == "pods" || x == "*"));
+            if resources.iter().any(|x| x == "secrets") {
+                assert_eq!(resources, &["secrets"]);
+                assert_eq!(r.verbs, ["get", "create"]);
+            }
         }
     }
 }

@@ -64,10 +64,17 @@ async fn operator_needs_nothing_beyond_its_cluster_role() {
     };
     let operator_client = Client::try_from(config).unwrap();
 
-    // The token really is limited: it cannot read Secrets.
+    // The token really is limited: it cannot list Secrets, here or cluster-wide (it may only
+    // get and create them by name, for the generated Redis password).
     let secrets: Api<k8s_openapi::api::core::v1::Secret> =
         Api::namespaced(operator_client.clone(), "default");
     let denied = secrets.list(&ListParams::default()).await.unwrap_err();
+    assert!(
+        matches!(denied, kube::Error::Api(ref e) if e.code == 403),
+        "{denied}"
+    );
+    let all_secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::all(operator_client.clone());
+    let denied = all_secrets.list(&ListParams::default()).await.unwrap_err();
     assert!(
         matches!(denied, kube::Error::Api(ref e) if e.code == 403),
         "{denied}"
@@ -97,6 +104,14 @@ async fn operator_needs_nothing_beyond_its_cluster_role() {
         })
         .await;
     }
+    // The generated Redis password, created with nothing more than get + create on Secrets.
+    let admin_secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(admin.clone(), "default");
+    eventually("the generated Redis password Secret", || {
+        let admin_secrets = admin_secrets.clone();
+        async move { admin_secrets.get_opt("shop-redis-auth").await.unwrap() }
+    })
+    .await;
     eventually("status written", || {
         let apps = apps.clone();
         async move {

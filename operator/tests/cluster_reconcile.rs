@@ -705,3 +705,76 @@ async fn a_same_named_object_of_someone_else_is_never_taken_over() {
     .await;
     op.stop().await;
 }
+
+#[tokio::test]
+async fn the_generated_redis_password_is_created_once_and_never_rotated() {
+    use k8s_openapi::api::core::v1::Secret;
+
+    let (_plane, client) = cluster().await;
+    let ns = "default";
+    let op = RunningOperator::start(client.clone(), test_config());
+    let apps: Api<ScalableApp> = Api::namespaced(client.clone(), ns);
+    apps.create(&PostParams::default(), &app_yaml("shop", ns))
+        .await
+        .unwrap();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let secret = eventually("the generated Redis password Secret", || {
+        let secrets = secrets.clone();
+        async move { secrets.get_opt("shop-redis-auth").await.unwrap() }
+    })
+    .await;
+    let uid = apps.get("shop").await.unwrap().uid();
+    let owner = &secret.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!(
+        (
+            owner.kind.as_str(),
+            owner.name.as_str(),
+            Some(owner.uid.clone())
+        ),
+        ("ScalableApp", "shop", uid)
+    );
+    assert_eq!(owner.controller, Some(true));
+    let password = secret.data.as_ref().unwrap()["password"].0.clone();
+    assert_eq!(password.len(), 43, "32 random bytes, base64url");
+    // Referenced by the workloads, never copied into the app ConfigMap.
+    let config = Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .get("shop-config")
+        .await
+        .unwrap();
+    let config_text = serde_json::to_string(&config.data).unwrap();
+    assert!(!config_text.contains(std::str::from_utf8(&password).unwrap()));
+
+    // A spec change reconciles the app again; the password stays what it was.
+    let reconciles_before = reconciles(&op, "ok");
+    apps.patch(
+        "shop",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"api": {"maxReplicas": 5}}})),
+    )
+    .await
+    .unwrap();
+    eventually("the spec change to be reconciled", || {
+        let n = reconciles(&op, "ok");
+        async move { (n > reconciles_before).then_some(()) }
+    })
+    .await;
+    let after = secrets.get("shop-redis-auth").await.unwrap();
+    assert_eq!(after.data.as_ref().unwrap()["password"].0, password);
+    assert_eq!(after.resource_version(), secret.resource_version());
+
+    // Gone with the app (garbage collector, through the owner reference).
+    apps.delete("shop", &DeleteParams::default()).await.unwrap();
+    eventually("the Secret collected with the app", || {
+        let secrets = secrets.clone();
+        async move {
+            secrets
+                .get_opt("shop-redis-auth")
+                .await
+                .unwrap()
+                .is_none()
+                .then_some(())
+        }
+    })
+    .await;
+    op.stop().await;
+}

@@ -313,3 +313,203 @@ fn the_scripts_are_plain_posix_sh() {
         assert!(status.success(), "{script} has syntax errors");
     }
 }
+
+/// A real redis-server or sentinel, killed on drop.
+struct Proc(std::process::Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The rendered config run by a real `redis-server` on loopback: the file first, then
+/// `overrides` (later arguments win), which move it off the pod's port, bind and data dir.
+fn real_server(conf: &Path, overrides: &[String], sentinel: bool) -> Proc {
+    let mut cmd = Command::new("redis-server");
+    cmd.arg(conf);
+    if sentinel {
+        cmd.arg("--sentinel");
+    }
+    Proc(
+        cmd.args(overrides)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server on PATH"),
+    )
+}
+
+/// `redis-cli -p PORT --raw ARGS...`, authenticating through `REDISCLI_AUTH` like the pods do.
+fn cli(port: u16, auth: Option<&str>, args: &[&str]) -> String {
+    let mut cmd = Command::new("redis-cli");
+    cmd.args(["-h", "127.0.0.1", "-p", &port.to_string(), "--raw"])
+        .args(args);
+    if let Some(pw) = auth {
+        cmd.env("REDISCLI_AUTH", pw);
+    }
+    let out = cmd.output().expect("redis-cli on PATH");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The rendered config minus what only makes sense in a pod: `dir /data` does not exist here
+/// (redis-server checks it before the command line overrides it; the test passes `--dir`), and
+/// the announced cluster DNS name would send the sentinel to an address that does not resolve.
+fn loopback(conf: &str) -> String {
+    conf.lines()
+        .filter(|l| !l.starts_with("dir ") && !l.starts_with("replica-announce-"))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ok() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn with_a_password_real_replicas_and_sentinels_authenticate_and_fail_over() {
+    const PW: &str = "s3cret-Pw_xyz";
+    let s = Scenario::new();
+    // The password is referenced from the Secret by the init containers, and absent from the
+    // ConfigMap the scripts read their config from.
+    for sts in [&s.sts.0, &s.sts.1] {
+        let init = &sts
+            .spec
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .init_containers
+            .as_ref()
+            .unwrap()[0];
+        for name in ["REDIS_PASSWORD", "REDISCLI_AUTH"] {
+            let e = init.env.as_ref().unwrap().iter().find(|e| e.name == name);
+            let secret = e
+                .and_then(|e| e.value_from.as_ref())
+                .and_then(|v| v.secret_key_ref.as_ref())
+                .unwrap_or_else(|| panic!("{name} from a Secret on {:?}", init.name));
+            assert_eq!(
+                (secret.name.as_str(), secret.key.as_str()),
+                ("shop-redis-auth", "password")
+            );
+        }
+    }
+
+    // Ordinal 0 bootstraps as master; ordinal 1 follows it (the sentinels name it).
+    let master_conf = s
+        .run(false, "shop-redis-0", &[("REDIS_PASSWORD", PW)], SHORT)
+        .expect("finishes");
+    assert!(master_conf.contains(&format!("requirepass {PW}\n")));
+    assert!(master_conf.contains(&format!("masterauth {PW}\n")));
+    let master_path = s.dir.path().join("master.conf");
+    std::fs::write(&master_path, loopback(&master_conf)).unwrap();
+    s.answer(&sentinel_host(0), "SENTINEL", &[&redis_host(0), "6379"]);
+    let replica_conf = s
+        .run(false, "shop-redis-1", &[("REDIS_PASSWORD", PW)], SHORT)
+        .expect("finishes");
+    assert_eq!(replicaof(&replica_conf), Some(redis_host(0)));
+    let replica_path = s.dir.path().join("replica.conf");
+    std::fs::write(&replica_path, loopback(&replica_conf)).unwrap();
+    s.resolvable(&[redis_host(0)]);
+    let sentinel_conf = s
+        .run(true, "shop-sentinel-0", &[("REDIS_PASSWORD", PW)], SHORT)
+        .expect("finishes");
+    assert!(sentinel_conf.contains(&format!("sentinel auth-pass mymaster {PW}\n")));
+    let text = serde_json::to_string(&s.configs).unwrap();
+    assert!(!text.contains(PW));
+
+    let local = |port: u16, dir: &str| {
+        let dir = s.dir.path().join(dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        vec![
+            "--port".to_string(),
+            port.to_string(),
+            "--bind".into(),
+            "127.0.0.1".into(),
+            "--dir".into(),
+            dir.display().to_string(),
+            "--daemonize".into(),
+            "no".into(),
+        ]
+    };
+    let (p0, p1, ps) = (
+        testenv::free_port(),
+        testenv::free_port(),
+        testenv::free_port(),
+    );
+    let mut master = Some(real_server(&master_path, &local(p0, "d0"), false));
+    let mut replica_args = local(p1, "d1");
+    replica_args.extend(["--replicaof".into(), "127.0.0.1".into(), p0.to_string()]);
+    let _replica = real_server(&replica_path, &replica_args, false);
+    wait_until("the master to answer", SHORT, || {
+        cli(p0, Some(PW), &["PING"]).trim() == "PONG"
+    });
+    // requirepass is in force, and masterauth lets the replica sync.
+    assert!(cli(p0, None, &["PING"]).contains("NOAUTH"));
+    wait_until("the replica to sync with masterauth", SHORT, || {
+        cli(p0, Some(PW), &["INFO", "replication"]).contains("state=online")
+    });
+    assert_eq!(cli(p0, Some(PW), &["SET", "k", "v"]).trim(), "OK");
+
+    // A sentinel with the rendered auth-pass line, monitoring the loopback master.
+    let auth_line = sentinel_conf
+        .lines()
+        .find(|l| l.starts_with("sentinel auth-pass"))
+        .unwrap();
+    let sconf = s.dir.path().join("sentinel-real.conf");
+    std::fs::write(
+        &sconf,
+        format!(
+            "port {ps}\nbind 127.0.0.1\nsentinel monitor mymaster 127.0.0.1 {p0} 1\n\
+             sentinel down-after-milliseconds mymaster 1000\n\
+             sentinel failover-timeout mymaster 10000\n{auth_line}\n"
+        ),
+    )
+    .unwrap();
+    let _sentinel = real_server(
+        &sconf,
+        &["--dir".into(), s.dir.path().display().to_string()],
+        true,
+    );
+    // The sentinel has no password; REDISCLI_AUTH set (as in the init containers) must not
+    // break asking it.
+    wait_until(
+        "the sentinel to discover the replica (INFO needs auth)",
+        SHORT,
+        || cli(ps, Some(PW), &["SENTINEL", "replicas", "mymaster"]).contains(&p1.to_string()),
+    );
+    assert_eq!(
+        cli(
+            ps,
+            Some(PW),
+            &["SENTINEL", "get-master-addr-by-name", "mymaster"]
+        )
+        .lines()
+        .nth(1),
+        Some(p0.to_string().as_str())
+    );
+
+    // Kill the master: the sentinel promotes the replica, authenticating to it.
+    drop(master.take());
+    wait_until(
+        "the failover to the replica",
+        Duration::from_secs(30),
+        || {
+            cli(
+                ps,
+                None,
+                &["SENTINEL", "get-master-addr-by-name", "mymaster"],
+            )
+            .lines()
+            .nth(1)
+                == Some(p1.to_string().as_str())
+                && cli(p1, Some(PW), &["ROLE"]).starts_with("master")
+        },
+    );
+    assert_eq!(cli(p1, Some(PW), &["GET", "k"]).trim(), "v");
+}

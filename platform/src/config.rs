@@ -23,26 +23,73 @@ pub struct RedisArgs {
     /// Name of the master the sentinels monitor.
     #[arg(long, env = "REDIS_MASTER_NAME", default_value = "mymaster")]
     pub redis_master_name: String,
+    /// Password of the Redis data nodes (`AUTH`), for the master found through Sentinel and
+    /// for `REDIS_URL` when the URL carries no credentials of its own. Sentinels themselves are
+    /// reached without a password. The value is never printed (not even by `--help`).
+    #[arg(long, env = "REDIS_PASSWORD", hide_env_values = true)]
+    pub redis_password: Option<String>,
+    /// ACL user for `REDIS_PASSWORD`; unset means the `default` user.
+    #[arg(long, env = "REDIS_USERNAME", requires = "redis_password")]
+    pub redis_username: Option<String>,
+}
+
+/// Credentials for the Redis data nodes. `Debug` never shows the password, so an endpoint can
+/// be logged whole.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct RedisAuth {
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+impl RedisAuth {
+    pub fn password(password: impl Into<String>) -> Self {
+        Self {
+            username: None,
+            password: Some(password.into()),
+        }
+    }
+}
+
+impl std::fmt::Debug for RedisAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisAuth")
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 /// The validated choice between the two ways of reaching Redis.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RedisEndpoint {
-    Url(String),
+    Url {
+        url: String,
+        auth: RedisAuth,
+    },
     Sentinel {
         sentinels: Vec<String>,
         master_name: String,
+        /// For the data nodes only: the sentinels are reached without a password.
+        auth: RedisAuth,
     },
 }
 
 impl RedisArgs {
     pub fn endpoint(&self) -> Result<RedisEndpoint, ConfigError> {
+        let auth = RedisAuth {
+            username: self.redis_username.clone(),
+            password: self.redis_password.clone(),
+        };
         match (&self.redis_url, self.redis_sentinels.is_empty()) {
             (Some(_), false) => Err(ConfigError::RedisBoth),
-            (Some(url), true) => Ok(RedisEndpoint::Url(url.clone())),
+            (Some(url), true) => Ok(RedisEndpoint::Url {
+                url: url.clone(),
+                auth,
+            }),
             (None, false) => Ok(RedisEndpoint::Sentinel {
                 sentinels: self.redis_sentinels.clone(),
                 master_name: self.redis_master_name.clone(),
+                auth,
             }),
             (None, true) => Err(ConfigError::RedisNone),
         }
@@ -91,6 +138,8 @@ mod tests {
             redis_url: url.map(str::to_string),
             redis_sentinels: sentinels.iter().map(|s| s.to_string()).collect(),
             redis_master_name: "m".into(),
+            redis_password: None,
+            redis_username: None,
         }
     }
 
@@ -103,14 +152,48 @@ mod tests {
         );
         assert_eq!(
             args(Some("redis://a"), &[]).endpoint(),
-            Ok(RedisEndpoint::Url("redis://a".into()))
+            Ok(RedisEndpoint::Url {
+                url: "redis://a".into(),
+                auth: RedisAuth::default()
+            })
         );
         assert_eq!(
             args(None, &["redis://s1", "redis://s2"]).endpoint(),
             Ok(RedisEndpoint::Sentinel {
                 sentinels: vec!["redis://s1".into(), "redis://s2".into()],
-                master_name: "m".into()
+                master_name: "m".into(),
+                auth: RedisAuth::default()
             })
         );
+    }
+
+    #[test]
+    fn the_password_is_carried_but_never_shown() {
+        let mut a = args(None, &["redis://s1"]);
+        a.redis_password = Some("s3cret-pw".into());
+        let endpoint = a.endpoint().expect("valid");
+        match &endpoint {
+            RedisEndpoint::Sentinel { auth, .. } => {
+                assert_eq!(auth.password.as_deref(), Some("s3cret-pw"))
+            }
+            other => panic!("expected sentinel endpoint, got {other:?}"),
+        }
+        assert!(!format!("{endpoint:?}").contains("s3cret-pw"));
+    }
+
+    #[test]
+    fn help_does_not_print_the_password_from_the_environment() {
+        use clap::CommandFactory;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            redis: RedisArgs,
+        }
+        let cmd = Cli::command();
+        let arg = cmd
+            .get_arguments()
+            .find(|a| a.get_id() == "redis_password")
+            .expect("redis_password arg");
+        assert!(arg.is_hide_env_values_set());
     }
 }

@@ -1,5 +1,7 @@
 //! Redis from Debian's redis-server: a standalone server, and a Sentinel group (one master, two
-//! replicas, three sentinels, quorum 2) whose master can be killed to force a failover.
+//! replicas, three sentinels, quorum 2) whose master can be killed to force a failover. Both
+//! can require a password (`requirepass`; replicas `masterauth`, sentinels `auth-pass`), as the
+//! operator's Redis does; the sentinels themselves never ask for one.
 
 use std::path::Path;
 use std::process::Command;
@@ -16,6 +18,7 @@ pub const MASTER_NAME: &str = "mymaster";
 pub struct RedisServer {
     service: Service,
     port: u16,
+    password: Option<String>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -23,12 +26,25 @@ impl RedisServer {
     /// A standalone server with persistence off.
     pub async fn start() -> Result<Self> {
         let dir = tempdir("testenv-redis-")?;
-        let mut server = Self::start_in(dir.path(), "redis", &[]).await?;
+        let mut server = Self::start_in(dir.path(), "redis", &[], None).await?;
         server._dir = Some(dir);
         Ok(server)
     }
 
-    async fn start_in(dir: &Path, name: &str, extra: &[String]) -> Result<Self> {
+    /// A standalone server that requires `password` (`requirepass`).
+    pub async fn start_with_password(password: &str) -> Result<Self> {
+        let dir = tempdir("testenv-redis-")?;
+        let mut server = Self::start_in(dir.path(), "redis", &[], Some(password)).await?;
+        server._dir = Some(dir);
+        Ok(server)
+    }
+
+    async fn start_in(
+        dir: &Path,
+        name: &str,
+        extra: &[String],
+        password: Option<&str>,
+    ) -> Result<Self> {
         let port = free_port();
         let mut cmd = Command::new(Tools::new().redis_server()?);
         cmd.args([
@@ -47,12 +63,16 @@ impl RedisServer {
         .args(["--dbfilename", &format!("{name}.rdb")])
         .args(extra)
         .current_dir(dir);
+        if let Some(pw) = password {
+            // masterauth too, so a replica (or a demoted master) can sync from its master.
+            cmd.args(["--requirepass", pw, "--masterauth", pw]);
+        }
         let mut service = Service::spawn(name, cmd, &dir.join(format!("{name}.log")))?;
-        let url = format!("redis://127.0.0.1:{port}/");
-        wait_ready(&mut service, START_TIMEOUT, || ping(url.clone())).await?;
+        wait_ready(&mut service, START_TIMEOUT, || ping(port, password)).await?;
         Ok(Self {
             service,
             port,
+            password: password.map(str::to_string),
             _dir: None,
         })
     }
@@ -61,8 +81,13 @@ impl RedisServer {
         self.port
     }
 
+    /// `redis://127.0.0.1:PORT/`, without the password even when one is required.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    pub fn password(&self) -> Option<&str> {
+        self.password.as_deref()
     }
 
     pub fn service(&mut self) -> &mut Service {
@@ -70,12 +95,8 @@ impl RedisServer {
     }
 }
 
-async fn ping(url: String) -> std::result::Result<(), String> {
-    let client = redis::Client::open(url).map_err(|e| e.to_string())?;
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .map_err(|e| e.to_string())?;
+async fn ping(port: u16, password: Option<&str>) -> std::result::Result<(), String> {
+    let mut conn = connect(port, password).await.map_err(|e| e.to_string())?;
     let pong: String = redis::cmd("PING")
         .query_async(&mut conn)
         .await
@@ -88,6 +109,7 @@ pub struct SentinelGroup {
     // Dropped first: sentinels would otherwise fail over while the servers stop.
     sentinels: Vec<Sentinel>,
     servers: Vec<RedisServer>,
+    password: Option<String>,
     dir: tempfile::TempDir,
 }
 
@@ -98,8 +120,18 @@ struct Sentinel {
 
 impl SentinelGroup {
     pub async fn start() -> Result<Self> {
+        Self::start_inner(None).await
+    }
+
+    /// The data nodes require `password` (`requirepass`, `masterauth`); the sentinels know it
+    /// (`sentinel auth-pass`) but ask none of their own.
+    pub async fn start_with_password(password: &str) -> Result<Self> {
+        Self::start_inner(Some(password)).await
+    }
+
+    async fn start_inner(password: Option<&str>) -> Result<Self> {
         let dir = tempdir("testenv-sentinel-")?;
-        let master = RedisServer::start_in(dir.path(), "redis-0", &[]).await?;
+        let master = RedisServer::start_in(dir.path(), "redis-0", &[], password).await?;
         let replica_of = [
             "--replicaof".to_string(),
             "127.0.0.1".into(),
@@ -107,11 +139,13 @@ impl SentinelGroup {
         ];
         let mut servers = vec![master];
         for i in 1..=2 {
-            servers
-                .push(RedisServer::start_in(dir.path(), &format!("redis-{i}"), &replica_of).await?);
+            servers.push(
+                RedisServer::start_in(dir.path(), &format!("redis-{i}"), &replica_of, password)
+                    .await?,
+            );
         }
         let master_port = servers[0].port;
-        wait_replicas_online(master_port, 2).await?;
+        wait_replicas_online(master_port, password, 2).await?;
 
         let sentinel_bin = Tools::new().redis_sentinel()?;
         let mut sentinels = Vec::new();
@@ -119,7 +153,7 @@ impl SentinelGroup {
             let port = free_port();
             let conf = dir.path().join(format!("sentinel-{i}.conf"));
             // Sentinel rewrites its config file as it learns, so each needs its own writable copy.
-            let text = format!(
+            let mut text = format!(
                 "port {port}\nbind 127.0.0.1\nprotected-mode no\ndaemonize no\ndir {dir}\n\
                  sentinel monitor {MASTER_NAME} 127.0.0.1 {master_port} 2\n\
                  sentinel down-after-milliseconds {MASTER_NAME} 1000\n\
@@ -127,15 +161,15 @@ impl SentinelGroup {
                  sentinel parallel-syncs {MASTER_NAME} 1\n",
                 dir = dir.path().display()
             );
+            if let Some(pw) = password {
+                text.push_str(&format!("sentinel auth-pass {MASTER_NAME} {pw}\n"));
+            }
             std::fs::write(&conf, text).context(|| format!("writing {}", conf.display()))?;
             let mut cmd = Command::new(&sentinel_bin);
             cmd.arg(&conf).current_dir(dir.path());
             let name = format!("sentinel-{i}");
             let mut service = Service::spawn(&name, cmd, &dir.path().join(format!("{name}.log")))?;
-            wait_ready(&mut service, START_TIMEOUT, || {
-                ping(format!("redis://127.0.0.1:{port}/"))
-            })
-            .await?;
+            wait_ready(&mut service, START_TIMEOUT, || ping(port, None)).await?;
             sentinels.push(Sentinel {
                 _service: service,
                 port,
@@ -144,6 +178,7 @@ impl SentinelGroup {
         let group = Self {
             sentinels,
             servers,
+            password: password.map(str::to_string),
             dir,
         };
         group.wait_converged().await?;
@@ -152,6 +187,11 @@ impl SentinelGroup {
 
     pub fn master_name(&self) -> &str {
         MASTER_NAME
+    }
+
+    /// The data nodes' password, when started with one.
+    pub fn password(&self) -> Option<&str> {
+        self.password.as_deref()
     }
 
     /// `redis://127.0.0.1:PORT` of each sentinel.
@@ -216,7 +256,9 @@ impl SentinelGroup {
         loop {
             if let Some(port) = self.current_master().await
                 && port != old
-                && role(port).await.is_ok_and(|r| r == "master")
+                && role(port, self.password())
+                    .await
+                    .is_ok_and(|r| r == "master")
             {
                 return Ok(port);
             }
@@ -265,13 +307,21 @@ impl SentinelGroup {
     }
 }
 
-async fn connect(port: u16) -> Result<redis::aio::MultiplexedConnection> {
-    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/"))?;
+/// A connection to a server on loopback; `password` for a data node that requires one (the
+/// password goes into the connection info, not a URL).
+async fn connect(port: u16, password: Option<&str>) -> Result<redis::aio::MultiplexedConnection> {
+    use redis::IntoConnectionInfo;
+    let mut info = format!("redis://127.0.0.1:{port}/").into_connection_info()?;
+    if let Some(pw) = password {
+        let settings = info.redis_settings().clone().set_password(pw);
+        info = info.set_redis_settings(settings);
+    }
+    let client = redis::Client::open(info)?;
     Ok(client.get_multiplexed_async_connection().await?)
 }
 
 async fn sentinel_master(port: u16) -> Result<u16> {
-    let mut conn = connect(port).await?;
+    let mut conn = connect(port, None).await?;
     let addr: Vec<String> = redis::cmd("SENTINEL")
         .arg("get-master-addr-by-name")
         .arg(MASTER_NAME)
@@ -283,7 +333,7 @@ async fn sentinel_master(port: u16) -> Result<u16> {
 }
 
 async fn sentinel_view(port: u16) -> Result<(usize, usize)> {
-    let mut conn = connect(port).await?;
+    let mut conn = connect(port, None).await?;
     let replicas: Vec<redis::Value> = redis::cmd("SENTINEL")
         .arg("replicas")
         .arg(MASTER_NAME)
@@ -298,8 +348,8 @@ async fn sentinel_view(port: u16) -> Result<(usize, usize)> {
 }
 
 /// `master` or `slave`, from ROLE.
-pub(crate) async fn role(port: u16) -> Result<String> {
-    let mut conn = connect(port).await?;
+pub(crate) async fn role(port: u16, password: Option<&str>) -> Result<String> {
+    let mut conn = connect(port, password).await?;
     let role: Vec<redis::Value> = redis::cmd("ROLE").query_async(&mut conn).await?;
     match role.first() {
         Some(redis::Value::BulkString(b)) => Ok(String::from_utf8_lossy(b).into_owned()),
@@ -308,10 +358,10 @@ pub(crate) async fn role(port: u16) -> Result<String> {
     }
 }
 
-async fn wait_replicas_online(master_port: u16, want: usize) -> Result<()> {
+async fn wait_replicas_online(master_port: u16, password: Option<&str>, want: usize) -> Result<()> {
     let start = Instant::now();
     loop {
-        let mut conn = connect(master_port).await?;
+        let mut conn = connect(master_port, password).await?;
         let info: String = redis::cmd("INFO")
             .arg("replication")
             .query_async(&mut conn)

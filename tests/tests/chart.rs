@@ -328,7 +328,13 @@ async fn the_charts_service_account_reconciles_an_app_with_least_privilege() -> 
     let account = format!("system:serviceaccount:{NAMESPACE}:{RELEASE}");
     for (verb, resource, extra, want) in [
         ("list", "secrets", "--all-namespaces", "no"),
-        ("get", "secrets", "--namespace=default", "no"),
+        ("list", "secrets", "--namespace=default", "no"),
+        ("watch", "secrets", "--all-namespaces", "no"),
+        ("patch", "secrets", "--namespace=default", "no"),
+        ("delete", "secrets", "--namespace=default", "no"),
+        // The generated Redis password: read by name, created once.
+        ("get", "secrets", "--namespace=default", "yes"),
+        ("create", "secrets", "--namespace=default", "yes"),
         ("create", "pods/exec", "--namespace=default", "no"),
         ("create", "pods", "--namespace=default", "no"),
         ("patch", "deployments.apps", "--namespace=default", "yes"),

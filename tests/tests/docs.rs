@@ -38,7 +38,8 @@ fn configuration_reference_is_generated_from_the_binaries() -> anyhow::Result<()
     Ok(())
 }
 
-/// Names of the `[env: NAME=]` variables a command's `--help` lists.
+/// Names of the `[env: NAME=]` variables a command's `--help` lists (`[env: NAME]` for a
+/// secret such as `REDIS_PASSWORD`, whose value clap is told never to print).
 fn env_vars_read_by(bin: &str, args: &[&str]) -> anyhow::Result<Vec<String>> {
     let path = xtask::docs::bin_dir()?.join(bin);
     let out = Command::new(&path)
@@ -49,7 +50,7 @@ fn env_vars_read_by(bin: &str, args: &[&str]) -> anyhow::Result<Vec<String>> {
     Ok(help
         .split("[env: ")
         .skip(1)
-        .filter_map(|s| s.split('=').next())
+        .filter_map(|s| s.split(['=', ']']).next())
         .map(str::to_string)
         .collect())
 }

@@ -188,11 +188,14 @@ async fn operator_commands_show_stats_list_and_redrive_dead_letters() -> anyhow:
 async fn a_worker_on_sentinels_keeps_working_through_a_failover() -> anyhow::Result<()> {
     use platform::queue::{ConnectionOptions, Queue, QueueConfig, QueueName, RedisHandle};
 
-    let mut group = testenv::SentinelGroup::start().await?;
+    // Password-protected data nodes, as the operator deploys them (sentinels without one).
+    const PASSWORD: &str = "worker-test-pw-7a2d";
+    let mut group = testenv::SentinelGroup::start_with_password(PASSWORD).await?;
     let sentinels = group.sentinel_urls().join(",");
     let target = platform::queue::RedisTarget::Sentinel {
         sentinels: group.sentinel_urls(),
         master_name: group.master_name().to_string(),
+        auth: platform::queue::RedisAuth::password(PASSWORD),
     };
     // The publisher waits for a replica, as the api-server does.
     let q = Queue::new(
@@ -207,6 +210,7 @@ async fn a_worker_on_sentinels_keeps_working_through_a_failover() -> anyhow::Res
         &[
             ("REDIS_SENTINELS", &sentinels),
             ("REDIS_MASTER_NAME", group.master_name()),
+            ("REDIS_PASSWORD", PASSWORD),
         ],
     )
     .await?;
@@ -229,6 +233,10 @@ async fn a_worker_on_sentinels_keeps_working_through_a_failover() -> anyhow::Res
         .await?;
     assert_ne!(new, old);
     assert!(w.log().contains("redis master re-resolved"), "{}", w.log());
+    assert!(
+        !w.log().contains(PASSWORD),
+        "the Redis password is in the log"
+    );
     Ok(())
 }
 

@@ -125,3 +125,40 @@ pub fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
         ..Default::default()
     }
 }
+
+/// `name` read from a key of a Secret: the value never appears in the rendered objects.
+pub fn secret_env(
+    name: &str,
+    secret: &crate::api::PasswordSecretRef,
+) -> k8s_openapi::api::core::v1::EnvVar {
+    use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, SecretKeySelector};
+    EnvVar {
+        name: name.to_string(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.name.clone(),
+                key: secret.key.clone(),
+                optional: Some(false),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// `REDIS_PASSWORD` (and, for redis-cli in the Redis pods, `REDISCLI_AUTH`) from the app's
+/// Redis password Secret, or nothing when Redis has no password.
+pub fn redis_password_env(
+    m: &AppMeta,
+    spec: &crate::api::RedisSpec,
+    cli: bool,
+) -> Vec<k8s_openapi::api::core::v1::EnvVar> {
+    let Some(secret) = spec.password_ref(m.app_name()) else {
+        return Vec::new();
+    };
+    let mut env = vec![secret_env("REDIS_PASSWORD", &secret)];
+    if cli {
+        env.push(secret_env("REDISCLI_AUTH", &secret));
+    }
+    env
+}

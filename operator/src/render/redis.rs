@@ -190,11 +190,15 @@ fn exec_probe(command: &str, period: i32, failure_threshold: i32) -> Probe {
     }
 }
 
-fn exporter(spec: &RedisSpec, port: i32) -> Container {
+/// `password` holds the `REDIS_PASSWORD` env (redis_exporter reads that variable) for the data
+/// nodes; empty for sentinels, which have no password.
+fn exporter(spec: &RedisSpec, port: i32, password: Vec<EnvVar>) -> Container {
+    let mut exporter_env = vec![env("REDIS_ADDR", format!("redis://localhost:{port}"))];
+    exporter_env.extend(password);
     Container {
         name: "metrics".to_string(),
         image: Some(spec.exporter_image.clone()),
-        env: Some(vec![env("REDIS_ADDR", format!("redis://localhost:{port}"))]),
+        env: Some(exporter_env),
         ports: Some(vec![container_port("metrics", EXPORTER_PORT)]),
         resources: Some(pod::resources("10m", "32Mi", "64Mi")),
         security_context: Some(pod::container_security_context()),
@@ -294,11 +298,16 @@ pub(super) fn redis_statefulset(
         pod::mount("data", "/data", false),
         pod::mount("tmp", "/tmp", false),
     ];
+    // REDIS_PASSWORD for redis-init.sh (requirepass, masterauth in the runtime config), and
+    // REDISCLI_AUTH so redis-cli (init script, probes) authenticates.
+    let password = pod::redis_password_env(m, spec, true);
+    let mut init_env = topology_env(m, spec, &ctx.cluster_domain);
+    init_env.extend(password.iter().cloned());
     let init = Container {
         name: "role".to_string(),
         image: image.clone(),
         command: Some(vec!["sh".into(), "/config/redis-init.sh".into()]),
-        env: Some(topology_env(m, spec, &ctx.cluster_domain)),
+        env: Some(init_env),
         resources: Some(pod::resources("10m", "16Mi", "64Mi")),
         security_context: Some(pod::container_security_context()),
         volume_mounts: Some(mounts.clone()),
@@ -309,6 +318,7 @@ pub(super) fn redis_statefulset(
         name: "redis".to_string(),
         image,
         command: Some(vec!["redis-server".into(), "/runtime/redis.conf".into()]),
+        env: (!password.is_empty()).then(|| password.clone()),
         ports: Some(vec![container_port("redis", REDIS_PORT)]),
         resources: Some(
             spec.resources
@@ -330,7 +340,10 @@ pub(super) fn redis_statefulset(
         &m.names.redis_headless,
         spec.replicas,
         config_hash,
-        vec![redis, exporter(spec, REDIS_PORT)],
+        vec![
+            redis,
+            exporter(spec, REDIS_PORT, pod::redis_password_env(m, spec, false)),
+        ],
         init,
         vec![
             config_volume(m),
@@ -390,11 +403,14 @@ pub(super) fn sentinel_statefulset(
         pod::mount("runtime", "/runtime", false),
         pod::mount("tmp", "/tmp", false),
     ];
+    // sentinel-init.sh writes `sentinel auth-pass` and asks the data nodes with redis-cli.
+    let mut init_env = topology_env(m, spec, &ctx.cluster_domain);
+    init_env.extend(pod::redis_password_env(m, spec, true));
     let init = Container {
         name: "monitor".to_string(),
         image: image.clone(),
         command: Some(vec!["sh".into(), "/config/sentinel-init.sh".into()]),
-        env: Some(topology_env(m, spec, &ctx.cluster_domain)),
+        env: Some(init_env),
         resources: Some(pod::resources("10m", "16Mi", "64Mi")),
         security_context: Some(pod::container_security_context()),
         volume_mounts: Some(mounts.clone()),
@@ -424,7 +440,7 @@ pub(super) fn sentinel_statefulset(
         &m.names.sentinel_headless,
         spec.sentinels,
         config_hash,
-        vec![sentinel, exporter(spec, SENTINEL_PORT)],
+        vec![sentinel, exporter(spec, SENTINEL_PORT, Vec::new())],
         init,
         vec![
             config_volume(m),

@@ -603,3 +603,110 @@ fn rate_limit_becomes_the_api_servers_gcra_limit_and_window() {
     assert_eq!(data["API_RATE_LIMIT"], "150");
     assert_eq!(data["API_RATE_LIMIT_WINDOW_SECONDS"], "3");
 }
+
+/// `(container, secret name, key)` of every `REDIS_PASSWORD`/`REDISCLI_AUTH` env, and whether
+/// any env sets a password inline.
+fn password_refs(children: &[Child]) -> Vec<(String, String, String, String)> {
+    let mut out = Vec::new();
+    for (pod, spec) in pod_specs(children) {
+        let containers = spec
+            .init_containers
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .chain(spec.containers.clone());
+        for c in containers {
+            for e in c.env.clone().unwrap_or_default() {
+                if e.name != "REDIS_PASSWORD" && e.name != "REDISCLI_AUTH" {
+                    continue;
+                }
+                assert!(e.value.is_none(), "{pod}/{}: {} set inline", c.name, e.name);
+                let r = e
+                    .value_from
+                    .and_then(|v| v.secret_key_ref)
+                    .unwrap_or_else(|| panic!("{pod}/{}: {} not from a Secret", c.name, e.name));
+                out.push((format!("{pod}/{}", c.name), e.name, r.name, r.key));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn the_redis_password_reaches_every_redis_client_by_secret_reference_only() {
+    let children = desired(&app(), &all_caps()).unwrap();
+    let refs = password_refs(&children);
+    let has_ref = |container: &str, var: &str| {
+        refs.iter().any(|(c, v, name, key)| {
+            c == container && v == var && name == "shop-redis-auth" && key == "password"
+        })
+    };
+    for container in [
+        "shop-api/api",
+        "shop-worker/worker",
+        "shop-redis/role",
+        "shop-redis/redis",
+        "shop-redis/metrics",
+        "shop-sentinel/monitor",
+    ] {
+        assert!(
+            has_ref(container, "REDIS_PASSWORD"),
+            "{container}: {refs:?}"
+        );
+    }
+    // redis-cli in the Redis pods (init script, probes) and the sentinel init script.
+    for container in [
+        "shop-redis/role",
+        "shop-redis/redis",
+        "shop-sentinel/monitor",
+    ] {
+        assert!(has_ref(container, "REDISCLI_AUTH"), "{container}: {refs:?}");
+    }
+    // Sentinels have no password: neither the sentinel nor its exporter sends one.
+    assert!(
+        refs.iter()
+            .all(|(c, ..)| c != "shop-sentinel/sentinel" && c != "shop-sentinel/metrics"),
+        "{refs:?}"
+    );
+    // The Secret is created by the reconciler (once), never rendered: SSA would rotate it.
+    assert!(children.iter().all(|c| !c.name().ends_with("redis-auth")));
+    // No ConfigMap mentions a password.
+    for c in children.iter().filter(|c| c.kind == ChildKind::ConfigMap) {
+        let cm: ConfigMap = typed(&children, c.kind, c.name());
+        for (k, v) in cm.data.unwrap_or_default() {
+            if k.ends_with(".sh") {
+                continue; // the init scripts read $REDIS_PASSWORD from the env
+            }
+            assert!(
+                !k.contains("PASSWORD") && !v.contains("requirepass") && !v.contains("auth-pass"),
+                "{}: {k}",
+                c.name()
+            );
+        }
+    }
+}
+
+#[test]
+fn an_explicit_password_secret_is_used_and_external_redis_has_none_by_default() {
+    let mut a = app();
+    a.spec.redis.password_secret = Some(crate::api::PasswordSecretRef {
+        name: "my-redis".into(),
+        key: "pw".into(),
+    });
+    let refs = password_refs(&desired(&a, &all_caps()).unwrap());
+    assert!(!refs.is_empty());
+    assert!(
+        refs.iter().all(|(_, _, n, k)| n == "my-redis" && k == "pw"),
+        "{refs:?}"
+    );
+
+    let mut ext = app();
+    ext.spec.redis.mode = RedisMode::External;
+    ext.spec.redis.url = Some("redis://cache.example:6379".into());
+    assert_eq!(password_refs(&desired(&ext, &all_caps()).unwrap()), vec![]);
+    // External with a Secret: api and worker get it.
+    ext.spec.redis.password_secret = a.spec.redis.password_secret.clone();
+    let refs = password_refs(&desired(&ext, &all_caps()).unwrap());
+    let containers: Vec<&str> = refs.iter().map(|(c, ..)| c.as_str()).collect();
+    assert_eq!(containers, ["shop-api/api", "shop-worker/worker"]);
+}

@@ -77,24 +77,30 @@ pub(super) fn base_container(m: &AppMeta, spec: &ScalableAppSpec, component: &st
             }),
             ..Default::default()
         }]),
-        env: Some(vec![
-            EnvVar {
-                name: "POD_NAME".to_string(),
-                value_from: Some(EnvVarSource {
-                    field_ref: Some(ObjectFieldSelector {
-                        field_path: "metadata.name".to_string(),
+        env: Some(
+            [
+                EnvVar {
+                    name: "POD_NAME".to_string(),
+                    value_from: Some(EnvVarSource {
+                        field_ref: Some(ObjectFieldSelector {
+                            field_path: "metadata.name".to_string(),
+                            ..Default::default()
+                        }),
                         ..Default::default()
                     }),
                     ..Default::default()
-                }),
-                ..Default::default()
-            },
-            EnvVar {
-                name: "OTEL_SERVICE_NAME".to_string(),
-                value: Some(format!("{}-{component}", m.app_name())),
-                ..Default::default()
-            },
-        ]),
+                },
+                EnvVar {
+                    name: "OTEL_SERVICE_NAME".to_string(),
+                    value: Some(format!("{}-{component}", m.app_name())),
+                    ..Default::default()
+                },
+            ]
+            .into_iter()
+            // The Redis password by Secret reference: never in the ConfigMap.
+            .chain(pod::redis_password_env(m, &spec.redis, false))
+            .collect(),
+        ),
         // Liveness only restarts a wedged process; readiness takes a pod out of the Service
         // while its dependencies (Redis, Firestore) are unreachable, without restarting it.
         startup_probe: Some(pod::http_probe("/healthz", ADMIN_PORT, 2, 30)),

@@ -13,18 +13,36 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, ErrorKind, RedisError, RedisResult, ServerErrorKind};
+use redis::{
+    AsyncConnectionConfig, ConnectionInfo, ErrorKind, IntoConnectionInfo, RedisError, RedisResult,
+    ServerErrorKind,
+};
 
-/// Where the master is found.
+pub use crate::config::RedisAuth;
+
+/// Where the master is found, and the credentials of the data nodes.
 #[derive(Debug, Clone)]
 pub enum RedisTarget {
-    /// A single server (no failover to follow; reconnects to the same address).
-    Url(String),
-    /// Sentinel addresses (`redis://host:port`) and the monitored master's name.
+    /// A single server (no failover to follow; reconnects to the same address). `auth` applies
+    /// only when the URL carries no credentials of its own.
+    Url { url: String, auth: RedisAuth },
+    /// Sentinel addresses (`redis://host:port`) and the monitored master's name. `auth` is for
+    /// the master (and replicas); the sentinels are asked without a password.
     Sentinel {
         sentinels: Vec<String>,
         master_name: String,
+        auth: RedisAuth,
     },
+}
+
+impl RedisTarget {
+    /// A single server without credentials beyond those in the URL.
+    pub fn url(url: impl Into<String>) -> Self {
+        Self::Url {
+            url: url.into(),
+            auth: RedisAuth::default(),
+        }
+    }
 }
 
 /// Timeouts of the handle.
@@ -65,7 +83,10 @@ struct Inner {
 #[derive(Clone)]
 struct Current {
     generation: u64,
+    /// `redis://host:port/`, without credentials: safe to log.
     addr: String,
+    /// What `addr` was opened with, credentials included (its `Debug` redacts the password).
+    info: ConnectionInfo,
     conn: MultiplexedConnection,
 }
 
@@ -77,7 +98,7 @@ pub struct Lease {
 
 impl RedisHandle {
     pub async fn connect(target: RedisTarget, options: ConnectionOptions) -> RedisResult<Self> {
-        let (addr, conn) = resolve(&target, &options).await?;
+        let (addr, info, conn) = resolve(&target, &options).await?;
         Ok(Self {
             inner: Arc::new(Inner {
                 target,
@@ -85,6 +106,7 @@ impl RedisHandle {
                 current: RwLock::new(Current {
                     generation: 0,
                     addr,
+                    info,
                     conn,
                 }),
                 resolving: tokio::sync::Mutex::new(()),
@@ -105,7 +127,7 @@ impl RedisHandle {
         }
     }
 
-    /// `redis://host:port/` of the master in use.
+    /// `redis://host:port/` of the master in use (never with credentials).
     pub fn master_addr(&self) -> String {
         self.read().addr
     }
@@ -123,7 +145,7 @@ impl RedisHandle {
     pub async fn dedicated(&self, response_timeout: Option<Duration>) -> RedisResult<Lease> {
         let cur = self.read();
         let conn = open(
-            &cur.addr,
+            cur.info,
             self.inner.options.connect_timeout,
             response_timeout,
         )
@@ -149,7 +171,7 @@ impl RedisHandle {
         let mut pause = Duration::from_millis(50);
         loop {
             match resolve(&self.inner.target, &self.inner.options).await {
-                Ok((addr, conn)) => {
+                Ok((addr, info, conn)) => {
                     tracing::warn!(
                         %addr, after_ms = started.elapsed().as_millis() as u64,
                         cause = %err, "redis master re-resolved"
@@ -161,6 +183,7 @@ impl RedisHandle {
                     *w = Current {
                         generation: generation + 1,
                         addr,
+                        info,
                         conn,
                     };
                     return true;
@@ -222,11 +245,11 @@ pub fn is_failover_error(err: &RedisError) -> bool {
 }
 
 async fn open(
-    addr: &str,
+    info: ConnectionInfo,
     connect_timeout: Duration,
     response_timeout: Option<Duration>,
 ) -> RedisResult<MultiplexedConnection> {
-    let client = redis::Client::open(addr)?;
+    let client = redis::Client::open(info)?;
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(connect_timeout))
         .set_response_timeout(response_timeout);
@@ -235,19 +258,48 @@ async fn open(
         .await
 }
 
+/// `info` with `auth` applied, unless it already names a password (a URL with its own
+/// credentials wins). The password goes into the `ConnectionInfo`, never into a URL string
+/// that could end up in a log line.
+fn with_auth(info: ConnectionInfo, auth: &RedisAuth) -> ConnectionInfo {
+    let Some(password) = &auth.password else {
+        return info;
+    };
+    if info.redis_settings().password().is_some() {
+        return info;
+    }
+    let mut redis = info.redis_settings().clone().set_password(password);
+    if let Some(user) = &auth.username {
+        redis = redis.set_username(user);
+    }
+    info.set_redis_settings(redis)
+}
+
+/// `redis://host:port/` of `info`, without credentials or database.
+fn display_addr(info: &ConnectionInfo) -> String {
+    format!("redis://{}/", info.addr())
+}
+
 async fn resolve(
     target: &RedisTarget,
     options: &ConnectionOptions,
-) -> RedisResult<(String, MultiplexedConnection)> {
+) -> RedisResult<(String, ConnectionInfo, MultiplexedConnection)> {
     match target {
-        RedisTarget::Url(url) => {
-            let conn = open(url, options.connect_timeout, Some(options.response_timeout)).await?;
-            Ok((url.clone(), conn))
+        RedisTarget::Url { url, auth } => {
+            let info = with_auth(url.as_str().into_connection_info()?, auth);
+            let conn = open(
+                info.clone(),
+                options.connect_timeout,
+                Some(options.response_timeout),
+            )
+            .await?;
+            Ok((display_addr(&info), info, conn))
         }
         RedisTarget::Sentinel {
             sentinels,
             master_name,
-        } => resolve_sentinel(sentinels, master_name, options).await,
+            auth,
+        } => resolve_sentinel(sentinels, master_name, auth, options).await,
     }
 }
 
@@ -265,8 +317,9 @@ fn sentinel_url(address: &str) -> String {
 async fn resolve_sentinel(
     sentinels: &[String],
     master_name: &str,
+    auth: &RedisAuth,
     options: &ConnectionOptions,
-) -> RedisResult<(String, MultiplexedConnection)> {
+) -> RedisResult<(String, ConnectionInfo, MultiplexedConnection)> {
     if sentinels.is_empty() {
         return Err(RedisError::from((
             ErrorKind::EmptySentinelList,
@@ -277,8 +330,9 @@ async fn resolve_sentinel(
     for sentinel in sentinels {
         let sentinel = &sentinel_url(sentinel);
         let answer: RedisResult<Option<(String, u16)>> = async {
+            // No credentials: sentinels run without `requirepass` (see docs/high-availability.md).
             let mut conn = open(
-                sentinel,
+                sentinel.as_str().into_connection_info()?,
                 options.connect_timeout,
                 Some(options.connect_timeout),
             )
@@ -302,8 +356,9 @@ async fn resolve_sentinel(
             }
         };
         let addr = format!("redis://{host}:{port}/");
+        let info = with_auth(addr.as_str().into_connection_info()?, auth);
         match open(
-            &addr,
+            info.clone(),
             options.connect_timeout,
             Some(options.response_timeout),
         )
@@ -313,7 +368,7 @@ async fn resolve_sentinel(
                 let role: RedisResult<redis::Role> =
                     redis::cmd("ROLE").query_async(&mut conn).await;
                 match role {
-                    Ok(redis::Role::Primary { .. }) => return Ok((addr, conn)),
+                    Ok(redis::Role::Primary { .. }) => return Ok((addr, info, conn)),
                     Ok(_) => last = format!("{addr} (named by {sentinel}) is not a master yet"),
                     Err(e) => last = format!("{addr}: {e}"),
                 }
@@ -331,13 +386,15 @@ async fn resolve_sentinel(
 impl From<crate::config::RedisEndpoint> for RedisTarget {
     fn from(e: crate::config::RedisEndpoint) -> Self {
         match e {
-            crate::config::RedisEndpoint::Url(url) => Self::Url(url),
+            crate::config::RedisEndpoint::Url { url, auth } => Self::Url { url, auth },
             crate::config::RedisEndpoint::Sentinel {
                 sentinels,
                 master_name,
+                auth,
             } => Self::Sentinel {
                 sentinels,
                 master_name,
+                auth,
             },
         }
     }
@@ -345,7 +402,23 @@ impl From<crate::config::RedisEndpoint> for RedisTarget {
 
 #[cfg(test)]
 mod tests {
-    use super::sentinel_url;
+    use super::*;
+
+    #[test]
+    fn auth_applies_unless_the_url_has_its_own_password() -> RedisResult<()> {
+        let auth = RedisAuth {
+            username: Some("app".into()),
+            password: Some("pw-from-env".into()),
+        };
+        let plain = with_auth("redis://h:1/".into_connection_info()?, &auth);
+        assert_eq!(plain.redis_settings().password(), Some("pw-from-env"));
+        assert_eq!(plain.redis_settings().username(), Some("app"));
+        let own = with_auth("redis://:in-url@h:1/".into_connection_info()?, &auth);
+        assert_eq!(own.redis_settings().password(), Some("in-url"));
+        assert_eq!(display_addr(&own), "redis://h:1/");
+        assert!(!format!("{own:?}").contains("in-url"));
+        Ok(())
+    }
 
     #[test]
     fn sentinel_addresses_may_omit_the_scheme() {

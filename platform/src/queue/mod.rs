@@ -49,7 +49,7 @@ pub mod trace;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use connection::{ConnectionOptions, RedisHandle, RedisTarget};
+pub use connection::{ConnectionOptions, RedisAuth, RedisHandle, RedisTarget};
 pub use consumer::{Consumer, ConsumerOptions, JobContext, Outcome, Processor, Settled};
 pub use dead_letter::Redrive;
 pub use enqueue::{Durability, Enqueued};

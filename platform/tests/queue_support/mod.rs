@@ -7,17 +7,26 @@ use std::time::Duration;
 
 use platform::queue::{
     ClaimedJob, ConnectionOptions, Durability, JobContext, Outcome, Processor, Queue, QueueConfig,
-    QueueName, RedisHandle, RedisTarget,
+    QueueName, RedisAuth, RedisHandle, RedisTarget,
 };
 
 pub async fn handle(url: &str) -> anyhow::Result<RedisHandle> {
-    Ok(RedisHandle::connect(RedisTarget::Url(url.into()), ConnectionOptions::default()).await?)
+    Ok(RedisHandle::connect(RedisTarget::url(url), ConnectionOptions::default()).await?)
+}
+
+/// The credentials a testenv server or group was started with.
+pub fn auth_of(password: Option<&str>) -> RedisAuth {
+    RedisAuth {
+        username: None,
+        password: password.map(str::to_string),
+    }
 }
 
 pub async fn sentinel_handle(group: &testenv::SentinelGroup) -> anyhow::Result<RedisHandle> {
     let target = RedisTarget::Sentinel {
         sentinels: group.sentinel_urls(),
         master_name: group.master_name().to_string(),
+        auth: auth_of(group.password()),
     };
     let options = ConnectionOptions {
         response_timeout: Duration::from_secs(3),

@@ -132,11 +132,8 @@ impl Drop for WorkerProcess {
 }
 
 pub async fn queue(redis_url: &str, name: &str) -> anyhow::Result<Queue> {
-    let handle = RedisHandle::connect(
-        RedisTarget::Url(redis_url.into()),
-        ConnectionOptions::default(),
-    )
-    .await?;
+    let handle =
+        RedisHandle::connect(RedisTarget::url(redis_url), ConnectionOptions::default()).await?;
     Ok(Queue::new(
         handle,
         QueueName::new(name)?,

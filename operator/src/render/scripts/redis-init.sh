@@ -50,6 +50,16 @@ cp "$CONFIG_DIR/redis.conf" "$CONF"
   echo "replica-announce-ip $SELF"
   echo "replica-announce-port 6379"
 } >> "$CONF"
+# The password comes from a Secret (env), so it goes into the runtime config in the emptyDir,
+# never into the ConfigMap. masterauth too: any pod may become a replica after a failover.
+# redis-cli below authenticates through REDISCLI_AUTH (ignored, with a warning on stderr, by
+# the sentinels, which have no password).
+if [ -n "${REDIS_PASSWORD:-}" ]; then
+  {
+    echo "requirepass $REDIS_PASSWORD"
+    echo "masterauth $REDIS_PASSWORD"
+  } >> "$CONF"
+fi
 
 deadline=$(( $(date +%s) + FAILOVER_WAIT_SECONDS ))
 while :; do

@@ -3,6 +3,8 @@
 # /runtime/sentinel.conf (sentinel rewrites it at run time, so it lives in an emptyDir).
 # Other sentinels are asked first (they track failovers), then the Redis pods; an empty group
 # monitors ordinal 0, which is the only pod allowed to bootstrap as master.
+# With REDIS_PASSWORD set, redis-cli authenticates through REDISCLI_AUTH: the data nodes need
+# it; the other sentinels have no password and answer anyway (redis-cli only warns on stderr).
 # Sentinels resolve and announce host names (resolve-hostnames, announce-hostnames), so the
 # master address they hand to clients survives pod restarts with new IPs.
 set -eu
@@ -58,4 +60,9 @@ sentinel down-after-milliseconds $MASTER_NAME $DOWN_AFTER_MS
 sentinel failover-timeout $MASTER_NAME 60000
 sentinel parallel-syncs $MASTER_NAME 1
 CONF
+# The data nodes' password (from a Secret, via env) so this sentinel can monitor and fail them
+# over; the sentinel itself asks no password of its clients.
+if [ -n "${REDIS_PASSWORD:-}" ]; then
+  echo "sentinel auth-pass $MASTER_NAME $REDIS_PASSWORD" >> "$CONF"
+fi
 echo "monitoring $MASTER_NAME at $master with quorum $QUORUM"
