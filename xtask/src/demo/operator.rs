@@ -75,6 +75,14 @@ pub(super) async fn journey(env: &Environment) -> anyhow::Result<()> {
         "-l",
         "app.kubernetes.io/instance=demo",
     ])?);
+    // The generated Redis password: shown by name and owner only, never by value.
+    show(cp.kubectl_run(&[
+        "get",
+        "secret",
+        "demo-redis-auth",
+        "-o",
+        "go-template=secret/{{.metadata.name}}: keys{{range $k, $v := .data}} {{$k}}{{end}}, owned by {{(index .metadata.ownerReferences 0).kind}}/{{(index .metadata.ownerReferences 0).name}} (generated once; pods read it by secretKeyRef)",
+    ])?);
     show(cp.kubectl_run(&[
         "get",
         "sapp",
