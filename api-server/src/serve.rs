@@ -1,16 +1,15 @@
 //! `api-server serve`: bind, connect (not ready until Redis and Firestore answer), build the
 //! routers, serve both ports, drain on SIGTERM.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::extract::Request;
 use axum::response::IntoResponse as _;
 use axum::{Json, Router};
-use firestore::FirestoreDb;
+use platform::startup::{FIRESTORE, REDIS, Waiting, connect_with_retry};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -52,13 +51,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let connected = async {
         let fs = &args.firestore;
         tokio::join!(
-            connect_redis(&endpoint, args.redis_timeout(), &metrics, &startup),
-            connect_firestore(
-                &fs.project_id,
-                &fs.firestore_database,
-                fs.firestore_emulator_host.as_deref(),
-                &startup,
-            ),
+            connect_with_retry(REDIS, &startup.waiting, || {
+                Redis::connect(&endpoint, args.redis_timeout(), metrics.clone())
+            }),
+            // The client connects when it is built, so an unreachable Firestore fails the build.
+            connect_with_retry(FIRESTORE, &startup.waiting, || {
+                platform::firestore::connect(
+                    &fs.project_id,
+                    &fs.firestore_database,
+                    fs.firestore_emulator_host.as_deref(),
+                )
+            }),
         )
     };
     let (redis, db) = tokio::select! {
@@ -120,30 +123,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 struct Startup {
     metrics: Metrics,
     /// What is still unreachable, by dependency, with the last error.
-    waiting: Mutex<BTreeMap<&'static str, String>>,
+    waiting: Waiting,
     /// The admin router of the running server, once there is one.
     admin: OnceLock<Router>,
 }
 
 impl Startup {
     fn new(metrics: Metrics) -> Self {
-        let waiting = [
-            ("firestore", "connecting".to_string()),
-            ("redis", "connecting".to_string()),
-        ];
         Self {
             metrics,
-            waiting: Mutex::new(waiting.into_iter().collect()),
+            waiting: Waiting::new(&[FIRESTORE, REDIS]),
             admin: OnceLock::new(),
         }
-    }
-
-    fn waiting(&self, dependency: &'static str, reason: Option<String>) {
-        let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
-        match reason {
-            Some(r) => waiting.insert(dependency, r),
-            None => waiting.remove(dependency),
-        };
     }
 
     fn ready(&self, admin: Router) {
@@ -165,67 +156,17 @@ impl Startup {
                 }
                 match req.uri().path() {
                     "/healthz" => Json(json!({"status": "ok"})).into_response(),
-                    "/readyz" => {
-                        let waiting = startup.waiting.lock().unwrap_or_else(|p| p.into_inner());
-                        let reasons: Vec<String> =
-                            waiting.iter().map(|(d, e)| format!("{d}: {e}")).collect();
-                        Problem::unavailable(format!("starting: {}", reasons.join("; ")))
-                            .into_response()
-                    }
+                    "/readyz" => Problem::unavailable(
+                        startup
+                            .waiting
+                            .describe()
+                            .unwrap_or_else(|| "starting".into()),
+                    )
+                    .into_response(),
                     "/metrics" => crate::routes::metrics_response(&startup.metrics),
                     _ => crate::problem::not_found().await.into_response(),
                 }
             }
         })
-    }
-}
-
-/// Retries until Firestore answers. The client connects when it is built, so an unreachable
-/// Firestore fails the build; the server keeps trying, not ready, instead of exiting.
-async fn connect_firestore(
-    project: &str,
-    database: &str,
-    emulator_host: Option<&str>,
-    startup: &Startup,
-) -> FirestoreDb {
-    let mut pause = Duration::from_millis(200);
-    loop {
-        match platform::firestore::connect(project, database, emulator_host).await {
-            Ok(db) => {
-                startup.waiting("firestore", None);
-                return db;
-            }
-            Err(e) => {
-                let reason = format!("{e:#}");
-                tracing::warn!(error = %reason, retry_in_ms = pause.as_millis() as u64, "Firestore not reachable yet");
-                startup.waiting("firestore", Some(reason));
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(5));
-            }
-        }
-    }
-}
-
-/// Retries until Redis answers: a replica that starts before Redis should wait, not crash-loop.
-async fn connect_redis(
-    endpoint: &platform::config::RedisEndpoint,
-    timeout: Duration,
-    metrics: &Metrics,
-    startup: &Startup,
-) -> Redis {
-    let mut pause = Duration::from_millis(200);
-    loop {
-        match Redis::connect(endpoint, timeout, metrics.clone()).await {
-            Ok(r) => {
-                startup.waiting("redis", None);
-                return r;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, retry_in_ms = pause.as_millis() as u64, "Redis not reachable yet");
-                startup.waiting("redis", Some(e.to_string()));
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(5));
-            }
-        }
     }
 }

@@ -3,5 +3,6 @@
 pub mod config;
 pub mod firestore;
 pub mod queue;
+pub mod startup;
 pub mod storage;
 pub mod telemetry;

@@ -2,9 +2,8 @@
 //! are not shutting down), `/metrics` (Prometheus text). It serves from the start, so a worker
 //! waiting for Redis or Firestore says so instead of crash-looping.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 use axum::Router;
 use axum::extract::State;
@@ -12,6 +11,7 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use platform::queue::RedisHandle;
+use platform::startup::Waiting;
 use prometheus_client::registry::Registry;
 
 #[derive(Clone)]
@@ -20,19 +20,8 @@ pub struct AdminState {
     /// Set once Redis is connected.
     pub redis: Arc<OnceLock<RedisHandle>>,
     /// Dependencies still being connected, with the last error.
-    pub waiting: Arc<Mutex<BTreeMap<&'static str, String>>>,
+    pub waiting: Arc<Waiting>,
     pub shutting_down: Arc<AtomicBool>,
-}
-
-impl AdminState {
-    /// Records that `dependency` is unreachable (`Some(why)`) or connected (`None`).
-    pub fn waiting(&self, dependency: &'static str, why: Option<String>) {
-        let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
-        match why {
-            Some(why) => waiting.insert(dependency, why),
-            None => waiting.remove(dependency),
-        };
-    }
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -47,18 +36,8 @@ async fn readyz(State(s): State<AdminState>) -> impl IntoResponse {
     if s.shutting_down.load(Ordering::SeqCst) {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down".to_string());
     }
-    let starting: Vec<String> = {
-        let waiting = s.waiting.lock().unwrap_or_else(|p| p.into_inner());
-        waiting
-            .iter()
-            .map(|(d, why)| format!("{d}: {why}"))
-            .collect()
-    };
-    if !starting.is_empty() {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("starting: {}", starting.join("; ")),
-        );
+    if let Some(starting) = s.waiting.describe() {
+        return (StatusCode::SERVICE_UNAVAILABLE, starting);
     }
     let Some(redis) = s.redis.get() else {
         return (StatusCode::SERVICE_UNAVAILABLE, "starting".to_string());

@@ -15,6 +15,7 @@ use platform::queue::{
     ConnectionOptions, Consumer, ConsumerOptions, Durability, Queue, QueueConfig, QueueMetrics,
     QueueName, RedisHandle, RedisTarget,
 };
+use platform::startup::{Dependency, FIRESTORE, REDIS, Waiting, connect_with_retry};
 use tokio::sync::watch;
 
 use crate::admin::{AdminState, router};
@@ -108,16 +109,17 @@ pub async fn run(target: RedisTarget, args: RunArgs) -> anyhow::Result<()> {
     let mut prom = prometheus_client::registry::Registry::default();
     let metrics = QueueMetrics::register(&mut prom);
     let shutting_down = Arc::new(AtomicBool::new(false));
+    let awaited: &[Dependency] = if args.firestore_project.is_some() {
+        &[REDIS, FIRESTORE]
+    } else {
+        &[REDIS]
+    };
     let admin = AdminState {
         registry: Arc::new(prom),
         redis: Arc::default(),
-        waiting: Arc::default(),
+        waiting: Arc::new(Waiting::new(awaited)),
         shutting_down: shutting_down.clone(),
     };
-    admin.waiting("redis", Some("connecting".into()));
-    if args.firestore_project.is_some() {
-        admin.waiting("firestore", Some("connecting".into()));
-    }
     let addr = SocketAddr::new(args.admin_addr, args.admin_port);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -131,9 +133,25 @@ pub async fn run(target: RedisTarget, args: RunArgs) -> anyhow::Result<()> {
     });
 
     let connected = async {
+        let firestore = async {
+            let project = args.firestore_project.as_deref()?;
+            Some(
+                connect_with_retry(FIRESTORE, &admin.waiting, || {
+                    platform::firestore::connect(
+                        project,
+                        &args.firestore_database,
+                        args.firestore_emulator_host.as_deref(),
+                    )
+                })
+                .await,
+            )
+        };
         tokio::join!(
-            connect_redis(&target, &admin),
-            connect_firestore(&args, &admin)
+            connect_with_retry(REDIS, &admin.waiting, || RedisHandle::connect(
+                target.clone(),
+                ConnectionOptions::default()
+            )),
+            firestore
         )
     };
     let (handle, firestore) = tokio::select! {
@@ -227,57 +245,6 @@ async fn sample_stats(queues: Vec<Queue>, metrics: QueueMetrics) {
             match q.stats().await {
                 Ok(s) => metrics.observe_stats(q.name().as_str(), &s),
                 Err(e) => tracing::warn!(queue = %q.name(), error = %e, "queue stats failed"),
-            }
-        }
-    }
-}
-
-/// Backoff between connection attempts while a dependency is unreachable.
-fn next_pause(pause: Duration) -> Duration {
-    (pause * 2).min(Duration::from_secs(5))
-}
-
-/// Retries until Redis answers (a worker that starts before Redis waits, not crash-loops).
-async fn connect_redis(target: &RedisTarget, admin: &AdminState) -> RedisHandle {
-    let mut pause = Duration::from_millis(200);
-    loop {
-        match RedisHandle::connect(target.clone(), ConnectionOptions::default()).await {
-            Ok(handle) => {
-                admin.waiting("redis", None);
-                return handle;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, retry_in_ms = pause.as_millis() as u64, "Redis not reachable yet");
-                admin.waiting("redis", Some(e.to_string()));
-                tokio::time::sleep(pause).await;
-                pause = next_pause(pause);
-            }
-        }
-    }
-}
-
-/// Retries until Firestore answers; `None` when no project is configured.
-async fn connect_firestore(args: &RunArgs, admin: &AdminState) -> Option<FirestoreDb> {
-    let project = args.firestore_project.as_deref()?;
-    let mut pause = Duration::from_millis(200);
-    loop {
-        match platform::firestore::connect(
-            project,
-            &args.firestore_database,
-            args.firestore_emulator_host.as_deref(),
-        )
-        .await
-        {
-            Ok(db) => {
-                admin.waiting("firestore", None);
-                return Some(db);
-            }
-            Err(e) => {
-                let why = format!("{e:#}");
-                tracing::warn!(error = %why, retry_in_ms = pause.as_millis() as u64, "Firestore not reachable yet");
-                admin.waiting("firestore", Some(why));
-                tokio::time::sleep(pause).await;
-                pause = next_pause(pause);
             }
         }
     }
