@@ -9,6 +9,10 @@
 //! cache answers after the first request, then revocation check, rate limit and cache read in
 //! one Redis script call on the shared multiplexed connection.
 //!
+//! In the same rounds it loads the `floor` example (bare axum: a static 200, and one Redis
+//! script call per request), so the report says how much of the gap to nginx any axum server
+//! with one Redis call per request would have.
+//!
 //! `BENCH_ROUNDS=N` (default 3) alternating rounds; `BENCH_PERF=FILE` profiles the server with
 //! `perf record` during its first run.
 
@@ -177,6 +181,15 @@ fn openssl_verify_per_sec() -> anyhow::Result<f64> {
     Ok(line.split_whitespace().last().unwrap_or_default().parse()?)
 }
 
+/// One round against the floor server: static 200, then one script call per request.
+struct FloorRound {
+    hello: WrkResult,
+    hello_cpu_us: f64,
+    script: WrkResult,
+    script_cpu_us: f64,
+    script_redis_cpu_us: f64,
+}
+
 struct Nginx {
     child: std::process::Child,
     port: u16,
@@ -216,6 +229,45 @@ impl Drop for Nginx {
                 nix::sys::signal::Signal::SIGTERM,
             );
         }
+        let _ = self.child.wait();
+    }
+}
+
+/// The `floor` example (api-server/examples/floor.rs): bare axum, with and without one Redis
+/// script call per request.
+struct Floor {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Floor {
+    fn start(redis_url: &str) -> anyhow::Result<Self> {
+        let exe = std::env::current_exe()?;
+        let profile_dir = exe
+            .parent()
+            .and_then(|deps| deps.parent())
+            .ok_or_else(|| anyhow::anyhow!("no profile directory above {}", exe.display()))?;
+        // `cargo test --test bench` does not build examples: build it with this profile.
+        let mut build = Command::new(env!("CARGO"));
+        build.args(["build", "-p", "api-server", "--example", "floor"]);
+        if !cfg!(debug_assertions) {
+            build.arg("--release");
+        }
+        anyhow::ensure!(
+            build.status()?.success(),
+            "building the floor example failed"
+        );
+        let port = testenv::free_port();
+        let child = Command::new(profile_dir.join("examples/floor"))
+            .args([port.to_string().as_str(), redis_url])
+            .spawn()?;
+        Ok(Self { child, port })
+    }
+}
+
+impl Drop for Floor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
@@ -265,6 +317,24 @@ async fn benchmark_cache_hit_get_against_nginx() -> anyhow::Result<()> {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 
+    // Its own Redis, so the api-server's command counts stay its own.
+    let floor_redis = testenv::RedisServer::start().await?;
+    let floor_redis_port = floor_redis.port();
+    let floor = Floor::start(&floor_redis.url())?;
+    let floor_hello = format!("http://127.0.0.1:{}/hello", floor.port);
+    let floor_script = format!("http://127.0.0.1:{}/script", floor.port);
+    for _ in 0..50 {
+        if http
+            .get(&floor_script)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
     let load_before = loadavg();
     let auth = format!("Authorization: Bearer {token}");
     let pid = server.child.id();
@@ -279,11 +349,19 @@ async fn benchmark_cache_hit_get_against_nginx() -> anyhow::Result<()> {
         .unwrap_or(3);
     // Server-side CPU per request, which the neighbours' load does not change much:
     // api-server + Redis for the API, nginx's processes for nginx.
-    type Runs = (Vec<WrkResult>, Vec<WrkResult>, Vec<[f64; 2]>, Vec<f64>);
-    let (api_runs, ngx_runs, api_cpu_us, ngx_cpu_us): Runs =
+    let floor_pid = floor.child.id();
+    type Runs = (
+        Vec<WrkResult>,
+        Vec<WrkResult>,
+        Vec<[f64; 2]>,
+        Vec<f64>,
+        Vec<FloorRound>,
+    );
+    let (api_runs, ngx_runs, api_cpu_us, ngx_cpu_us, floor_runs): Runs =
         tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
             let (mut api_runs, mut ngx_runs) = (Vec::new(), Vec::new());
             let (mut api_cpu, mut ngx_cpu) = (Vec::new(), Vec::new());
+            let mut floor_runs = Vec::new();
             let nginx_cpu = || nginx_pids.iter().map(|p| cpu_seconds(*p)).sum::<f64>();
             for round in 0..rounds {
                 // BENCH_PERF=FILE: also profile the server during its first run.
@@ -311,10 +389,26 @@ async fn benchmark_cache_hit_get_against_nginx() -> anyhow::Result<()> {
                 let run = wrk(&nginx_url, None)?;
                 ngx_cpu.push((nginx_cpu() - nginx0) * 1e6 / run.requests.max(1) as f64);
                 ngx_runs.push(run);
+                let floor0 = cpu_seconds(floor_pid);
+                let hello = wrk(&floor_hello, None)?;
+                let hello_cpu =
+                    (cpu_seconds(floor_pid) - floor0) * 1e6 / hello.requests.max(1) as f64;
+                let (floor0, redis0) =
+                    (cpu_seconds(floor_pid), redis_cpu_seconds(floor_redis_port));
+                let script = wrk(&floor_script, None)?;
+                let n = script.requests.max(1) as f64;
+                floor_runs.push(FloorRound {
+                    hello_cpu_us: hello_cpu,
+                    script_cpu_us: (cpu_seconds(floor_pid) - floor0) * 1e6 / n,
+                    script_redis_cpu_us: (redis_cpu_seconds(floor_redis_port) - redis0) * 1e6 / n,
+                    hello,
+                    script,
+                });
             }
-            Ok((api_runs, ngx_runs, api_cpu, ngx_cpu))
+            Ok((api_runs, ngx_runs, api_cpu, ngx_cpu, floor_runs))
         })
         .await??;
+    drop(floor);
     let api_requests: u64 = api_runs.iter().map(|r| r.requests).sum();
     let calls_after = redis_calls(redis_port);
     let redis_calls_per_request: serde_json::Map<String, Value> = calls_after
@@ -412,6 +506,38 @@ async fn benchmark_cache_hit_get_against_nginx() -> anyhow::Result<()> {
                 (ratio * 1000.0).round() / 1000.0
             })
             .collect::<Vec<_>>(),
+        // The same tool against bare axum, in the same rounds: the least an axum server can
+        // spend here, without and with the one Redis script call per request that the
+        // distributed rate limit needs.
+        "floor": {
+            "note": "api-server/examples/floor.rs: axum + hyper + mimalloc, no auth, logs, metrics or middleware",
+            "axum_static_200_requests_per_sec": floor_runs.iter().map(|f| f.hello.requests_per_sec).collect::<Vec<_>>(),
+            "axum_static_200_vs_nginx": floor_runs.iter().zip(&ngx_runs)
+                .map(|(f, n)| (f.hello.requests_per_sec / n.requests_per_sec * 1000.0).round() / 1000.0)
+                .collect::<Vec<_>>(),
+            "axum_static_200_cpu_bound_ratio": floor_runs.iter().zip(&ngx_cpu_us).zip(&ngx_runs)
+                .map(|((f, n), nr)| {
+                    let ratio = (n + nr.client_cpu_us) / (f.hello_cpu_us + f.hello.client_cpu_us);
+                    (ratio * 1000.0).round() / 1000.0
+                })
+                .collect::<Vec<_>>(),
+            "axum_static_200_cpu_us": floor_runs.iter().map(|f| round1(f.hello_cpu_us)).collect::<Vec<_>>(),
+            "axum_one_script_requests_per_sec": floor_runs.iter().map(|f| f.script.requests_per_sec).collect::<Vec<_>>(),
+            "axum_one_script_vs_nginx": floor_runs.iter().zip(&ngx_runs)
+                .map(|(f, n)| (f.script.requests_per_sec / n.requests_per_sec * 1000.0).round() / 1000.0)
+                .collect::<Vec<_>>(),
+            "axum_one_script_cpu_bound_ratio": floor_runs.iter().zip(&ngx_cpu_us).zip(&ngx_runs)
+                .map(|((f, n), nr)| {
+                    let ratio = (n + nr.client_cpu_us)
+                        / (f.script_cpu_us + f.script_redis_cpu_us + f.script.client_cpu_us);
+                    (ratio * 1000.0).round() / 1000.0
+                })
+                .collect::<Vec<_>>(),
+            "axum_one_script_cpu_us_server_redis": floor_runs.iter().map(|f| [round1(f.script_cpu_us), round1(f.script_redis_cpu_us)]).collect::<Vec<_>>(),
+            "api_server_vs_axum_one_script": api_runs.iter().zip(&floor_runs)
+                .map(|(a, f)| (a.requests_per_sec / f.script.requests_per_sec * 1000.0).round() / 1000.0)
+                .collect::<Vec<_>>(),
+        },
         "redis_commands_per_request": redis_calls_per_request,
         "tokio_worker_threads": std::env::var("TOKIO_WORKER_THREADS").unwrap_or_else(|_| "default (one per core)".into()),
         "logical_cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),

@@ -1,0 +1,70 @@
+//! The floor under the api-server benchmark: the least any axum server can spend per request
+//! on this machine, measured in the same run as the api-server and nginx (api-server/tests/bench.rs).
+//!
+//!     floor <port> [<redis-url>]
+//!
+//! `GET /hello` answers a static 200 (axum + hyper and nothing else). `GET /script` first runs
+//! one Redis script on a shared multiplexed connection (TIME, GET, SET: the shape of a GCRA
+//! decision), which is the one call per request the API's distributed rate limit needs.
+//! No authentication, logging, metrics or middleware: anything real only adds to this.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const SCRIPT: &str = r#"
+local now = redis.call('TIME')
+local tat = tonumber(redis.call('GET', KEYS[1]) or now[1])
+redis.call('SET', KEYS[1], math.max(tat, now[1]) + 1, 'EX', 60)
+return 1
+"#;
+
+#[derive(Clone)]
+struct Redis {
+    connection: redis::aio::MultiplexedConnection,
+    script: redis::Script,
+}
+
+async fn script(State(redis): State<Option<Redis>>) -> (StatusCode, &'static str) {
+    let Some(mut redis) = redis else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "no redis\n");
+    };
+    let result: redis::RedisResult<i64> = redis
+        .script
+        .key("floor:bench")
+        .invoke_async(&mut redis.connection)
+        .await;
+    match result {
+        Ok(_) => (StatusCode::OK, "ok\n"),
+        Err(_) => (StatusCode::BAD_GATEWAY, "redis\n"),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let port: u16 = args
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("usage: floor <port> [<redis-url>]"))?
+        .parse()?;
+    let redis = match args.next() {
+        Some(url) => Some(Redis {
+            connection: redis::Client::open(url)?
+                .get_multiplexed_async_connection()
+                .await?,
+            script: redis::Script::new(SCRIPT),
+        }),
+        None => None,
+    };
+    let app = Router::new()
+        .route("/hello", get(|| async { "ok\n" }))
+        .route("/script", get(script))
+        .with_state(redis);
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    axum::serve(listener, app).await?;
+    Ok(())
+}
