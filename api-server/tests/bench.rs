@@ -181,6 +181,37 @@ fn openssl_verify_per_sec() -> anyhow::Result<f64> {
     Ok(line.split_whitespace().last().unwrap_or_default().parse()?)
 }
 
+fn round3(v: f64) -> f64 {
+    (v * 1000.0).round() / 1000.0
+}
+
+/// Requests per second of `a` over those of `b`.
+fn rate_ratio(a: &WrkResult, b: &WrkResult) -> f64 {
+    round3(a.requests_per_sec / b.requests_per_sec)
+}
+
+/// What the rate ratio would be if every process got the CPU it needs: the peer's CPU per
+/// request (server + its wrk) over ours (server + Redis + its wrk). Steadier than the rates
+/// on a shared machine.
+fn cpu_bound_ratio(peer_us: f64, ours_us: f64) -> f64 {
+    round3(peer_us / ours_us)
+}
+
+/// Waits up to 5 s for `url` to answer a 2xx.
+async fn wait_serving(http: &reqwest::Client, url: &str) {
+    for _ in 0..50 {
+        if http
+            .get(url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 /// One round against the floor server: static 200, then one script call per request.
 struct FloorRound {
     hello: WrkResult,
@@ -309,13 +340,7 @@ async fn benchmark_cache_hit_get_against_nginx() -> anyhow::Result<()> {
         .error_for_status()?;
     let nginx = Nginx::start()?;
     let nginx_url = format!("http://127.0.0.1:{}/", nginx.port);
-    // Wait for nginx to listen.
-    for _ in 0..50 {
-        if http.get(&nginx_url).send().await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    wait_serving(&http, &nginx_url).await;
 
     // Its own Redis, so the api-server's command counts stay its own.
     let floor_redis = testenv::RedisServer::start().await?;
@@ -323,17 +348,7 @@ async fn benchmark_cache_hit_get_against_nginx() -> anyhow::Result<()> {
     let floor = Floor::start(&floor_redis.url())?;
     let floor_hello = format!("http://127.0.0.1:{}/hello", floor.port);
     let floor_script = format!("http://127.0.0.1:{}/script", floor.port);
-    for _ in 0..50 {
-        if http
-            .get(&floor_script)
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    wait_serving(&http, &floor_script).await;
 
     let load_before = loadavg();
     let auth = format!("Authorization: Bearer {token}");
@@ -415,11 +430,17 @@ async fn benchmark_cache_hit_get_against_nginx() -> anyhow::Result<()> {
         .iter()
         .filter_map(|(name, after)| {
             let d = after - calls_before.get(name).copied().unwrap_or(0);
-            let per = (d as f64 / api_requests.max(1) as f64 * 1000.0).round() / 1000.0;
+            let per = round3(d as f64 / api_requests.max(1) as f64);
             (d > 0 && name != "info").then(|| (name.clone(), json!(per)))
         })
         .collect();
     let round1 = |v: f64| (v * 10.0).round() / 10.0;
+    // nginx + its wrk per request, per round: the numerator of every CPU-bound ratio.
+    let nginx_us: Vec<f64> = ngx_cpu_us
+        .iter()
+        .zip(&ngx_runs)
+        .map(|(n, r)| n + r.client_cpu_us)
+        .collect();
     let best = |runs: &[WrkResult]| {
         runs.iter()
             .max_by(|a, b| a.requests_per_sec.total_cmp(&b.requests_per_sec))
@@ -483,9 +504,7 @@ async fn benchmark_cache_hit_get_against_nginx() -> anyhow::Result<()> {
             "api_server": api_runs.iter().map(|r| r.requests_per_sec).collect::<Vec<_>>(),
             "nginx": ngx_runs.iter().map(|r| r.requests_per_sec).collect::<Vec<_>>(),
         },
-        "all_runs_ratio": api_runs.iter().zip(&ngx_runs)
-            .map(|(a, n)| (a.requests_per_sec / n.requests_per_sec * 1000.0).round() / 1000.0)
-            .collect::<Vec<_>>(),
+        "all_runs_ratio": api_runs.iter().zip(&ngx_runs).map(|(a, n)| rate_ratio(a, n)).collect::<Vec<_>>(),
         "all_runs_p50_p99_ms": {
             "api_server": api_runs.iter().map(|r| [r.p50_ms, r.p99_ms]).collect::<Vec<_>>(),
             "nginx": ngx_runs.iter().map(|r| [r.p50_ms, r.p99_ms]).collect::<Vec<_>>(),
@@ -498,13 +517,8 @@ async fn benchmark_cache_hit_get_against_nginx() -> anyhow::Result<()> {
             "wrk_for_nginx": ngx_runs.iter().map(|r| round1(r.client_cpu_us)).collect::<Vec<_>>(),
             "note": "user+system CPU of the server processes (and of wrk) divided by wrk's request count (10 ms clock ticks)",
         },
-        // What the ratio would be if every process got the CPU it needs: nginx + wrk over
-        // api-server + Redis + wrk, per round. Steadier than the rates on a shared machine.
-        "cpu_bound_ratio": api_cpu_us.iter().zip(&ngx_cpu_us).zip(api_runs.iter().zip(&ngx_runs))
-            .map(|((a, n), (ar, nr))| {
-                let ratio = (n + nr.client_cpu_us) / (a[0] + a[1] + ar.client_cpu_us);
-                (ratio * 1000.0).round() / 1000.0
-            })
+        "cpu_bound_ratio": api_cpu_us.iter().zip(&nginx_us).zip(&api_runs)
+            .map(|((a, n), ar)| cpu_bound_ratio(*n, a[0] + a[1] + ar.client_cpu_us))
             .collect::<Vec<_>>(),
         // The same tool against bare axum, in the same rounds: the least an axum server can
         // spend here, without and with the one Redis script call per request that the
@@ -512,31 +526,18 @@ async fn benchmark_cache_hit_get_against_nginx() -> anyhow::Result<()> {
         "floor": {
             "note": "api-server/examples/floor.rs: axum + hyper + mimalloc, no auth, logs, metrics or middleware",
             "axum_static_200_requests_per_sec": floor_runs.iter().map(|f| f.hello.requests_per_sec).collect::<Vec<_>>(),
-            "axum_static_200_vs_nginx": floor_runs.iter().zip(&ngx_runs)
-                .map(|(f, n)| (f.hello.requests_per_sec / n.requests_per_sec * 1000.0).round() / 1000.0)
-                .collect::<Vec<_>>(),
-            "axum_static_200_cpu_bound_ratio": floor_runs.iter().zip(&ngx_cpu_us).zip(&ngx_runs)
-                .map(|((f, n), nr)| {
-                    let ratio = (n + nr.client_cpu_us) / (f.hello_cpu_us + f.hello.client_cpu_us);
-                    (ratio * 1000.0).round() / 1000.0
-                })
+            "axum_static_200_vs_nginx": floor_runs.iter().zip(&ngx_runs).map(|(f, n)| rate_ratio(&f.hello, n)).collect::<Vec<_>>(),
+            "axum_static_200_cpu_bound_ratio": floor_runs.iter().zip(&nginx_us)
+                .map(|(f, n)| cpu_bound_ratio(*n, f.hello_cpu_us + f.hello.client_cpu_us))
                 .collect::<Vec<_>>(),
             "axum_static_200_cpu_us": floor_runs.iter().map(|f| round1(f.hello_cpu_us)).collect::<Vec<_>>(),
             "axum_one_script_requests_per_sec": floor_runs.iter().map(|f| f.script.requests_per_sec).collect::<Vec<_>>(),
-            "axum_one_script_vs_nginx": floor_runs.iter().zip(&ngx_runs)
-                .map(|(f, n)| (f.script.requests_per_sec / n.requests_per_sec * 1000.0).round() / 1000.0)
-                .collect::<Vec<_>>(),
-            "axum_one_script_cpu_bound_ratio": floor_runs.iter().zip(&ngx_cpu_us).zip(&ngx_runs)
-                .map(|((f, n), nr)| {
-                    let ratio = (n + nr.client_cpu_us)
-                        / (f.script_cpu_us + f.script_redis_cpu_us + f.script.client_cpu_us);
-                    (ratio * 1000.0).round() / 1000.0
-                })
+            "axum_one_script_vs_nginx": floor_runs.iter().zip(&ngx_runs).map(|(f, n)| rate_ratio(&f.script, n)).collect::<Vec<_>>(),
+            "axum_one_script_cpu_bound_ratio": floor_runs.iter().zip(&nginx_us)
+                .map(|(f, n)| cpu_bound_ratio(*n, f.script_cpu_us + f.script_redis_cpu_us + f.script.client_cpu_us))
                 .collect::<Vec<_>>(),
             "axum_one_script_cpu_us_server_redis": floor_runs.iter().map(|f| [round1(f.script_cpu_us), round1(f.script_redis_cpu_us)]).collect::<Vec<_>>(),
-            "api_server_vs_axum_one_script": api_runs.iter().zip(&floor_runs)
-                .map(|(a, f)| (a.requests_per_sec / f.script.requests_per_sec * 1000.0).round() / 1000.0)
-                .collect::<Vec<_>>(),
+            "api_server_vs_axum_one_script": api_runs.iter().zip(&floor_runs).map(|(a, f)| rate_ratio(a, &f.script)).collect::<Vec<_>>(),
         },
         "redis_commands_per_request": redis_calls_per_request,
         "tokio_worker_threads": std::env::var("TOKIO_WORKER_THREADS").unwrap_or_else(|_| "default (one per core)".into()),
@@ -552,7 +553,7 @@ async fn benchmark_cache_hit_get_against_nginx() -> anyhow::Result<()> {
             "requests_per_sec": ngx.requests_per_sec, "p50_ms": ngx.p50_ms, "p99_ms": ngx.p99_ms,
             "requests": ngx.requests, "non_2xx": ngx.non_2xx, "socket_errors": ngx.errors,
         },
-        "api_vs_nginx_throughput_ratio": (api.requests_per_sec / ngx.requests_per_sec * 1000.0).round() / 1000.0,
+        "api_vs_nginx_throughput_ratio": rate_ratio(&api, &ngx),
         "target_ratio": 0.5,
         "token_verification": {
             "tokens": n,
@@ -570,6 +571,13 @@ async fn benchmark_cache_hit_get_against_nginx() -> anyhow::Result<()> {
     std::fs::write(&path, serde_json::to_string_pretty(&report)? + "\n")?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     assert_eq!(api.non_2xx, 0, "every benchmarked GET must succeed");
+    for f in &floor_runs {
+        assert_eq!(
+            (f.hello.non_2xx, f.script.non_2xx),
+            (0, 0),
+            "every floor request must succeed, or its figures mean nothing"
+        );
+    }
     assert!(
         hits >= api.requests as f64,
         "the benchmark must measure cache hits"
