@@ -65,6 +65,15 @@ pub enum Error {
     Other(String),
 }
 
+impl Error {
+    /// The service exited because another process bound its port between `free_port()` and
+    /// the service's own `bind()` (any outgoing connection can take it as its local port):
+    /// starting again on a fresh port is the remedy.
+    pub fn is_port_taken(&self) -> bool {
+        matches!(self, Error::Exited { tail, .. } if tail.contains("Address already in use"))
+    }
+}
+
 /// Attaches what was being done to an I/O error.
 pub(crate) trait IoContext<T> {
     fn context(self, context: impl FnOnce() -> String) -> Result<T>;
@@ -76,5 +85,33 @@ impl<T> IoContext<T> for std::io::Result<T> {
             context: context(),
             source,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exited(tail: &str) -> Error {
+        Error::Exited {
+            what: "firestore-emulator".into(),
+            status: "exit status: 1".into(),
+            log: PathBuf::from("/tmp/firestore.log"),
+            tail: tail.into(),
+        }
+    }
+
+    #[test]
+    fn only_a_lost_port_is_worth_a_fresh_one() {
+        assert!(exited("java.net.BindException: Address already in use").is_port_taken());
+        assert!(!exited("java.lang.OutOfMemoryError: Java heap space").is_port_taken());
+        let not_ready = Error::NotReady {
+            what: "firestore-emulator".into(),
+            seconds: 90,
+            last: "Address already in use".into(),
+            log: PathBuf::from("/tmp/firestore.log"),
+            tail: "Address already in use".into(),
+        };
+        assert!(!not_ready.is_port_taken());
     }
 }

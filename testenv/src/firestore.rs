@@ -23,6 +23,17 @@ impl FirestoreEmulator {
 
     /// Starts with security rules loaded, so client-token access can be tested.
     pub async fn start_with_rules(rules: Option<&Path>) -> Result<Self> {
+        const ATTEMPTS: usize = 3;
+        for _ in 1..ATTEMPTS {
+            match Self::start_on_free_port(rules).await {
+                Err(e) if e.is_port_taken() => continue,
+                started => return started,
+            }
+        }
+        Self::start_on_free_port(rules).await
+    }
+
+    async fn start_on_free_port(rules: Option<&Path>) -> Result<Self> {
         let bin = Tools::new().firestore_emulator()?;
         let dir = tempfile::Builder::new()
             .prefix("testenv-firestore-")
