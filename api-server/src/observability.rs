@@ -9,9 +9,8 @@ use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderValue, Method};
-use axum::middleware::Next;
 use axum::response::Response;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -418,21 +417,37 @@ impl opentelemetry::propagation::Extractor for HeaderExtractor<'_> {
 /// OpenTelemetry's (so logs and exported spans agree); without it, ours. The second value
 /// tells whether spans are exported.
 ///
-/// The JSON log formatter keeps a span's fields as a JSON string and re-parses it on every
-/// `record`, so the ids go in when the span is created; they are recorded afterwards only
-/// when OpenTelemetry assigned others.
-fn request_span(req: &Request, method: &str, route: &str) -> (tracing::Span, TraceContext, bool) {
+/// Without export the span only has to put the ids on the log lines of the request, so it
+/// carries nothing else: each span field costs formatting on every request. With export it
+/// has the OpenTelemetry attributes, and the ids go in when it is created (the JSON log layer
+/// formats a span's fields again on every `record`); they are recorded afterwards only when
+/// OpenTelemetry assigned others.
+fn request_span(
+    req: &Request,
+    method: &str,
+    route: &str,
+    export: bool,
+) -> (tracing::Span, TraceContext, bool) {
     use opentelemetry::trace::TraceContextExt as _;
     use tracing_opentelemetry::OpenTelemetrySpanExt as _;
     let ours = TraceContext::from_header(req.headers().get("traceparent"));
+    if !export {
+        let span = tracing::info_span!(
+            "request",
+            trace_id = ours.trace_id.as_str(),
+            span_id = ours.span_id.as_str(),
+            parent_span_id = ours.parent_span_id.as_deref(),
+        );
+        return (span, ours, false);
+    }
     let span = tracing::info_span!(
         "request",
         otel.name = %format_args!("{method} {route}"),
         otel.kind = "server",
-        http.request.method = %method,
-        http.route = %route,
-        trace_id = %ours.trace_id,
-        span_id = %ours.span_id,
+        http.request.method = method,
+        http.route = route,
+        trace_id = ours.trace_id.as_str(),
+        span_id = ours.span_id.as_str(),
         parent_span_id = ours.parent_span_id.as_deref(),
         http.response.status_code = tracing::field::Empty,
     );
@@ -462,13 +477,47 @@ fn request_span(req: &Request, method: &str, route: &str) -> (tracing::Span, Tra
     (span, trace, true)
 }
 
+/// The request's log line, as the JSON layer would write `info!(http.method, http.route,
+/// http.status, latency_ms, "request")` inside the request span, written directly (see
+/// [`platform::telemetry::write_json_line`]).
+#[derive(serde::Serialize)]
+struct RequestLine<'a> {
+    timestamp: String,
+    level: &'static str,
+    message: &'static str,
+    #[serde(rename = "http.method")]
+    method: &'a str,
+    #[serde(rename = "http.route")]
+    route: &'a str,
+    #[serde(rename = "http.status")]
+    status: u16,
+    latency_ms: f64,
+    target: &'static str,
+    span: RequestLineSpan<'a>,
+}
+
+#[derive(serde::Serialize)]
+struct RequestLineSpan<'a> {
+    trace_id: &'a str,
+    span_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parent_span_id: Option<&'a str>,
+    name: &'static str,
+}
+
 /// Per request: trace context into the extensions and span, the duration histogram, and one
-/// JSON log line with method, route, status and latency.
-pub async fn track_requests(
-    State(metrics): State<Metrics>,
+/// JSON log line with method, route, status and latency; `run` answers the request. Spans are
+/// built for OpenTelemetry only when `export_spans`.
+pub async fn track_request<F, Fut>(
+    metrics: &Metrics,
+    export_spans: bool,
     mut req: Request,
-    next: Next,
-) -> Response {
+    run: F,
+) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
     let started = Instant::now();
     let method = method_label(req.method());
     // The route template, not the path: ids in paths would explode the label cardinality.
@@ -476,24 +525,33 @@ pub async fn track_requests(
         .extensions()
         .get::<MatchedPath>()
         .map_or("unmatched", |p| route_label(p.as_str()));
-    let (span, trace, exporting) = request_span(&req, &method, route);
-    req.extensions_mut().insert(trace);
-    let response = next.run(req).instrument(span.clone()).await;
+    let (span, trace, exporting) = request_span(&req, &method, route, export_spans);
+    req.extensions_mut().insert(trace.clone());
+    let response = run(req).instrument(span.clone()).await;
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
     // An exported span carries the status; the log line has it as `http.status` anyway.
     if exporting {
         span.record("http.response.status_code", status);
     }
-    span.in_scope(|| {
-        tracing::info!(
-            http.method = %method,
-            http.route = %route,
-            http.status = status,
-            latency_ms = elapsed.as_secs_f64() * 1000.0,
-            "request"
-        );
-    });
+    if tracing::enabled!(tracing::Level::INFO) {
+        platform::telemetry::write_json_line(&RequestLine {
+            timestamp: platform::telemetry::timestamp(),
+            level: "INFO",
+            message: "request",
+            method: &method,
+            route,
+            status,
+            latency_ms: elapsed.as_secs_f64() * 1000.0,
+            target: module_path!(),
+            span: RequestLineSpan {
+                trace_id: &trace.trace_id,
+                span_id: &trace.span_id,
+                parent_span_id: trace.parent_span_id.as_deref(),
+                name: "request",
+            },
+        });
+    }
     metrics.http(
         HttpLabels {
             http_request_method: method,

@@ -5,9 +5,7 @@
 //! never have to parse two error formats.
 
 use axum::body::Body;
-use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
@@ -101,8 +99,7 @@ impl IntoResponse for Problem {
 
 /// Rewrites error responses that are not problem+json yet (axum's own 404/405/413/415) into
 /// problem+json, keeping status and headers.
-pub async fn ensure_problem_json(request: Request, next: Next) -> Response {
-    let response = next.run(request).await;
+pub async fn ensure_problem_json(response: Response) -> Response {
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) {
         return response;

@@ -5,13 +5,15 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::DefaultBodyLimit;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router, middleware};
 use serde::Deserialize;
 use serde_json::json;
+use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::timeout::TimeoutLayer;
 
@@ -24,8 +26,11 @@ use crate::problem::{self, Problem};
 use crate::state::AppState;
 use crate::{jobs, ratelimit, shutdown};
 
+/// Each `Router::layer` call boxes every route's service once more, and every `from_fn` layer
+/// clones the service under it per request, so the layers go in as one `ServiceBuilder` stack
+/// per group: nested boxes made a request clone (and allocate) the chain below each layer again.
 pub fn public(state: AppState) -> Router {
-    // Layers run outside-in: authenticate first, so the rate limit is keyed by uid.
+    // Outermost first: authenticate, so the rate limit is keyed by uid.
     let authenticated = Router::new()
         .route("/v1/me", get(me))
         .route("/v1/auth/revoke", post(revoke))
@@ -46,10 +51,8 @@ pub fn public(state: AppState) -> Router {
                 .patch(handlers::patch)
                 .delete(handlers::delete),
         )
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            ratelimit::limit,
-        ))
+        // Authentication also applies the rate limit, keyed by uid: both come from one
+        // Redis script call.
         .layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_caller,
@@ -65,24 +68,32 @@ pub fn public(state: AppState) -> Router {
         .merge(authenticated)
         .merge(anonymous)
         .fallback(problem::not_found)
-        .layer(DefaultBodyLimit::max(validation::MAX_BODY_BYTES))
-        // A hung dependency answers 504 instead of holding the connection, and a panic answers
-        // 500 instead of dropping it; both still become problem+json and are counted below.
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::GATEWAY_TIMEOUT,
-            state.request_timeout,
-        ))
-        .layer(CatchPanicLayer::custom(problem::panicked))
-        .layer(middleware::from_fn(problem::ensure_problem_json))
-        .layer(middleware::from_fn_with_state(
-            state.metrics.clone(),
-            observability::track_requests,
-        ))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            shutdown::close_connections_while_draining,
-        ))
+        // Outermost first. A hung dependency answers 504 instead of holding the connection,
+        // and a panic answers 500 instead of dropping it; both still become problem+json and
+        // are counted by `edge`.
+        .layer(
+            ServiceBuilder::new()
+                .layer(middleware::from_fn_with_state(state.clone(), edge))
+                .layer(CatchPanicLayer::custom(problem::panicked))
+                .layer(TimeoutLayer::with_status_code(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    state.request_timeout,
+                ))
+                .layer(DefaultBodyLimit::max(validation::MAX_BODY_BYTES)),
+        )
         .with_state(state)
+}
+
+/// Around every public request, in one layer: the request's span, log line and metrics; error
+/// responses made problem+json; `Connection: close` while draining.
+async fn edge(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let mut response =
+        observability::track_request(&state.metrics, state.export_spans, req, |req| async move {
+            problem::ensure_problem_json(next.run(req).await).await
+        })
+        .await;
+    shutdown::close_connection_while_draining(&state, &mut response);
+    response
 }
 
 pub fn admin(state: AppState) -> Router {
@@ -91,7 +102,9 @@ pub fn admin(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .fallback(problem::not_found)
-        .layer(middleware::from_fn(problem::ensure_problem_json))
+        .layer(middleware::from_fn(|req: Request, next: Next| async move {
+            problem::ensure_problem_json(next.run(req).await).await
+        }))
         .with_state(state)
 }
 

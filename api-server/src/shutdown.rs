@@ -8,9 +8,7 @@
 
 use std::time::Duration;
 
-use axum::extract::{Request, State};
 use axum::http::{HeaderValue, header};
-use axum::middleware::Next;
 use axum::response::Response;
 use tokio::sync::watch;
 
@@ -19,18 +17,12 @@ use crate::state::AppState;
 /// While draining, every response says `Connection: close`, so clients drop their keep-alive
 /// connections to this server before the listener closes. Without it a client may send a
 /// request on an idle connection at the instant the server closes it, and see it fail.
-pub async fn close_connections_while_draining(
-    State(state): State<AppState>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let mut response = next.run(req).await;
+pub fn close_connection_while_draining(state: &AppState, response: &mut Response) {
     if state.is_draining() {
         response
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
-    response
 }
 
 /// Resolves on the first SIGTERM or SIGINT; returns the signal's name.

@@ -46,6 +46,8 @@ pub struct Shared {
     pub session_cookie_name: Arc<str>,
     pub trust_forwarded_for: bool,
     pub request_timeout: Duration,
+    /// An OTLP endpoint is configured: request spans carry OpenTelemetry's attributes.
+    pub export_spans: bool,
     draining: AtomicBool,
 }
 
@@ -131,6 +133,7 @@ impl AppState {
             session_cookie_name: args.auth.session_cookie_name.as_str().into(),
             trust_forwarded_for: args.rate_limit.trust_forwarded_for,
             request_timeout: args.request_timeout(),
+            export_spans: args.otlp_endpoint.is_some(),
             draining: AtomicBool::new(false),
         }))
     }

@@ -273,6 +273,11 @@ struct Floor {
 
 impl Floor {
     fn start(redis_url: &str) -> anyhow::Result<Self> {
+        Self::start_under(&[], redis_url)
+    }
+
+    /// [`Self::start`], run by `wrapper` when it is not empty (see `ApiProcess::start_under`).
+    fn start_under(wrapper: &[String], redis_url: &str) -> anyhow::Result<Self> {
         let exe = std::env::current_exe()?;
         let profile_dir = exe
             .parent()
@@ -289,9 +294,16 @@ impl Floor {
             "building the floor example failed"
         );
         let port = testenv::free_port();
-        let child = Command::new(profile_dir.join("examples/floor"))
-            .args([port.to_string().as_str(), redis_url])
-            .spawn()?;
+        let floor = profile_dir.join("examples/floor");
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(floor);
+                cmd
+            }
+            None => Command::new(floor),
+        };
+        let child = cmd.args([port.to_string().as_str(), redis_url]).spawn()?;
         Ok(Self { child, port })
     }
 }
@@ -583,4 +595,248 @@ async fn benchmark_cache_hit_get_against_nginx() -> anyhow::Result<()> {
         "the benchmark must measure cache hits"
     );
     Ok(())
+}
+
+/// Instructions one request costs in user space, counted by callgrind: unlike CPU time on a
+/// shared machine, the count is the same from run to run, so it tells changes of a few percent
+/// apart. The api-server's authenticated cache-hit GET against the floor's one-script GET,
+/// `BENCH_REQUESTS` (default 4000) of each, 16 at a time, after a warm-up; kernel time (the
+/// other half of the cost, see above) is not counted. Writes docs/benchmarks/instructions.json
+/// with the functions that cost most; `BENCH_CALLGRIND_KEEP=DIR` keeps the dumps.
+///
+///     cargo test --release -p api-server --test bench instructions -- --ignored --nocapture
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: cargo test --release -p api-server --test bench instructions -- --ignored --nocapture"]
+async fn instructions_per_request_under_callgrind() -> anyhow::Result<()> {
+    let requests: usize = std::env::var("BENCH_REQUESTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4000);
+    let dir = tempfile::tempdir()?;
+    let out = |name: &str| dir.path().join(format!("{name}.callgrind"));
+    let wrapper = |name: &str| -> Vec<String> {
+        vec![
+            "valgrind".into(),
+            "--tool=callgrind".into(),
+            "--instr-atstart=no".into(),
+            format!("--callgrind-out-file={}", out(name).display()),
+        ]
+    };
+    let redis = testenv::RedisServer::start().await?;
+    let firestore = testenv::FirestoreEmulator::start().await?;
+    let key = TestKey::generate("bench-key")?;
+    let keys = KeyServer::start(&[&key], 3600).await?;
+    let server = ApiProcess::start_under(
+        &wrapper("api"),
+        &[
+            ("REDIS_URL", redis.url()),
+            ("GOOGLE_CLOUD_PROJECT", PROJECT.to_string()),
+            ("FIRESTORE_EMULATOR_HOST", firestore.host()),
+            ("API_ID_TOKEN_KEYS_URL", keys.url()),
+            ("API_RATE_LIMIT", "100000000".to_string()),
+        ],
+    )
+    .await?;
+    let token = key.sign(&id_claims(PROJECT, "bench"))?;
+    let http = reqwest::Client::new();
+    let created: Value = http
+        .post(server.url("/v1/notes"))
+        .bearer_auth(&token)
+        .json(&json!({"title": "benchmark", "n": 1}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let url = server.url(&format!(
+        "/v1/notes/{}",
+        created["id"].as_str().unwrap_or_default()
+    ));
+    let api =
+        count_instructions(server.child.id(), &out("api"), &url, Some(&token), requests).await?;
+
+    let floor_redis = testenv::RedisServer::start().await?;
+    let floor = Floor::start_under(&wrapper("floor"), &floor_redis.url())?;
+    let floor_url = format!("http://127.0.0.1:{}/script", floor.port);
+    for _ in 0..300 {
+        if http
+            .get(&floor_url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let floor_ir =
+        count_instructions(floor.child.id(), &out("floor"), &floor_url, None, requests).await?;
+    println!(
+        "instructions per request: api-server cache-hit GET {:.0} ({:.0} without SHA-256's \
+         software rounds), floor one-script GET {:.0}",
+        api.per_request,
+        api.without_sha256(),
+        floor_ir.per_request
+    );
+    assert!(
+        api.per_request > 0.0 && floor_ir.per_request > 0.0,
+        "callgrind counted nothing"
+    );
+    let report = json!({
+        "benchmark": "user-space instructions per request, counted by callgrind: authenticated cache-hit GET /v1/notes/{id} on the api-server vs the floor's one-script GET",
+        "measured_at": jiff::Timestamp::now().to_string(),
+        "requests": requests,
+        "concurrency": 16,
+        "api_server": api.json(),
+        "floor_axum_one_script": floor_ir.json(),
+        "api_server_vs_floor_without_sha256": round3(api.without_sha256() / floor_ir.without_sha256()),
+        "notes": "Kernel work (sockets, scheduling) is not counted; it is about half of the CPU per request (see api.json). \
+                  SHA-256 runs in software under valgrind (no SHA extensions), hence the figure without it.",
+    });
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../docs/benchmarks/instructions.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&report)? + "\n")?;
+    Ok(())
+}
+
+/// Warms `url` up, then counts the instructions of server `pid` (run under callgrind with
+/// instrumentation off) while it answers `requests` GETs; prints its costliest functions.
+async fn count_instructions(
+    pid: u32,
+    out: &std::path::Path,
+    url: &str,
+    token: Option<&str>,
+    requests: usize,
+) -> anyhow::Result<Instructions> {
+    let http = reqwest::Client::new();
+    let load = |n: usize| {
+        let http = http.clone();
+        async move {
+            let per_task = n / 16;
+            let tasks = (0..16).map(|_| {
+                let http = http.clone();
+                async move {
+                    for _ in 0..per_task {
+                        let mut req = http.get(url);
+                        if let Some(t) = token {
+                            req = req.bearer_auth(t);
+                        }
+                        req.send().await?.error_for_status()?.bytes().await?;
+                    }
+                    anyhow::Ok(())
+                }
+            });
+            futures::future::try_join_all(tasks)
+                .await
+                .map(|_| per_task * 16)
+        }
+    };
+    load(320).await?;
+    let control = |args: &[&str]| -> anyhow::Result<()> {
+        let status = Command::new("callgrind_control")
+            .args(args)
+            .arg(pid.to_string())
+            .status()?;
+        anyhow::ensure!(status.success(), "callgrind_control {args:?} failed");
+        Ok(())
+    };
+    control(&["-i", "on"])?;
+    let sent = load(requests).await?;
+    control(&["-d"])?;
+    control(&["-i", "off"])?;
+    // The dump is `<out>.<n>`: the newest file beside `out` with its name as prefix.
+    let name = out
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
+        .to_string();
+    let dump = std::fs::read_dir(out.parent().unwrap_or(std::path::Path::new(".")))?
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&name))
+        .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok())
+        .map(|e| e.path())
+        .ok_or_else(|| anyhow::anyhow!("no callgrind dump for {name}"))?;
+    // BENCH_CALLGRIND_KEEP=DIR keeps the dumps for callgrind_annotate.
+    if let Ok(keep) = std::env::var("BENCH_CALLGRIND_KEEP") {
+        std::fs::copy(&dump, std::path::Path::new(&keep).join(&name))?;
+    }
+    let text = std::fs::read_to_string(&dump)?;
+    let total: f64 = text
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("summary:")
+                .or_else(|| l.strip_prefix("totals:"))
+        })
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no totals in {}", dump.display()))?;
+    let per_request = |count: f64| (count / sent as f64).round();
+    let annotate = |inclusive: bool| -> anyhow::Result<Vec<(String, f64)>> {
+        let out = Command::new("callgrind_annotate")
+            .arg(format!(
+                "--inclusive={}",
+                if inclusive { "yes" } else { "no" }
+            ))
+            .arg(&dump)
+            .output()?;
+        Ok(annotated_functions(&String::from_utf8_lossy(&out.stdout))
+            .into_iter()
+            .map(|(f, count)| (f, per_request(count)))
+            .collect())
+    };
+    let own = annotate(false)?;
+    // Valgrind's CPU has no SHA extensions, so SHA-256 (the verified-token cache key) runs
+    // sha2's software rounds under callgrind: about 40,000 instructions, against a few
+    // hundred natively. Reported apart, so the total stays comparable to a native run.
+    let sha256 = annotate(true)?
+        .into_iter()
+        .find(|(f, _)| f == "sha2::sha256::compress256")
+        .map_or(0.0, |(_, n)| n);
+    println!("== {name}: {total:.0} instructions over {sent} requests; costliest (own cost):");
+    for (f, n) in own.iter().take(25) {
+        println!("{n:>9.0}  {}", f.chars().take(160).collect::<String>());
+    }
+    Ok(Instructions {
+        per_request: per_request(total),
+        sha256_software_per_request: sha256,
+        costliest_own: own.into_iter().take(15).collect(),
+    })
+}
+
+/// What [`count_instructions`] found for one server, per request.
+struct Instructions {
+    per_request: f64,
+    sha256_software_per_request: f64,
+    costliest_own: Vec<(String, f64)>,
+}
+
+impl Instructions {
+    fn without_sha256(&self) -> f64 {
+        self.per_request - self.sha256_software_per_request
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "instructions_per_request": self.per_request,
+            "of_which_sha256_software_rounds": self.sha256_software_per_request,
+            "instructions_per_request_without_sha256": self.without_sha256(),
+            "costliest_functions_own_instructions_per_request": self.costliest_own
+                .iter()
+                .map(|(f, n)| json!([f, n]))
+                .collect::<Vec<_>>(),
+        })
+    }
+}
+
+/// `(function, instructions)` rows of `callgrind_annotate` output, without file and object.
+fn annotated_functions(text: &str) -> Vec<(String, f64)> {
+    text.lines()
+        .filter_map(|l| {
+            let (count, rest) = l.trim_start().split_once(' ')?;
+            let count: f64 = count.replace(',', "").parse().ok()?;
+            let function = rest.split_once(")  ")?.1.trim();
+            let function = function.split_once(':').map_or(function, |(_, f)| f);
+            let function = function.rsplit_once(" [").map_or(function, |(f, _)| f);
+            (function != "PROGRAM TOTALS").then(|| (function.trim().to_string(), count))
+        })
+        .collect()
 }

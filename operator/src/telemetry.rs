@@ -38,8 +38,7 @@ impl Telemetry {
 /// Installs the global subscriber. Must run inside the tokio runtime when `otlp_endpoint` is set.
 pub fn init(otlp_endpoint: Option<&str>) -> Result<Telemetry, TelemetryError> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt::layer()
-        .json()
+    let logs = json_subscriber::fmt::layer()
         .with_current_span(true)
         .with_span_list(false);
     let provider = match otlp_endpoint {

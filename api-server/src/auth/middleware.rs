@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use super::{AuthError, TokenKind, VerifiedToken, revocation};
 use crate::documents::cache::{self, PrefetchedEntry};
 use crate::documents::validation;
-use crate::ratelimit::{self, Admission, Precomputed};
+use crate::ratelimit::{self, Admission};
 use crate::state::AppState;
 
 /// The authenticated caller of a request.
@@ -87,21 +87,22 @@ pub async fn require_caller(State(state): State<AppState>, req: Request, next: N
         state.metrics.auth_failure(e.reason());
         return refused(e);
     }
-    let precomputed = match admission {
+    let decision = match admission {
         Ok(Admission {
             decision: Some(d), ..
-        }) => Some(Precomputed::Decided(d)),
+        }) => Ok(d),
         // The script saw a revocation and took no rate-limit decision; `judge` rejects such a
-        // token, so this arm is only reached if the two ever disagree: the limiter then asks
-        // Redis on its own rather than let the request through unmetered.
-        Ok(Admission { decision: None, .. }) => None,
-        Err(e) => Some(Precomputed::Unavailable(e.to_string())),
+        // token, so this arm is only reached if the two ever disagree: then ask Redis on its
+        // own rather than let the request through unmetered.
+        Ok(Admission { decision: None, .. }) => state
+            .rate_limiter
+            .check(&ratelimit::uid_key(&verified.uid))
+            .await
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
     };
     req.extensions_mut().insert(Caller(verified));
-    if let Some(p) = precomputed {
-        req.extensions_mut().insert(p);
-    }
-    next.run(req).await
+    ratelimit::enforce(&state, decision, req, next).await
 }
 
 /// The route whose GET reads a document through the cache.

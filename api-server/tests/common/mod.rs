@@ -202,6 +202,12 @@ pub struct ApiProcess {
 impl ApiProcess {
     /// Starts `api-server serve` with `env`, and waits for /healthz.
     pub async fn start(env: &[(&str, String)]) -> anyhow::Result<Self> {
+        Self::start_under(&[], env).await
+    }
+
+    /// [`Self::start`], the server run by `wrapper` (a command and its arguments, such as
+    /// `valgrind --tool=callgrind`) when it is not empty.
+    pub async fn start_under(wrapper: &[String], env: &[(&str, String)]) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let log = dir.path().join("api-server.log");
         let out = std::fs::File::create(&log)?;
@@ -209,7 +215,14 @@ impl ApiProcess {
         let admin: SocketAddr = format!("127.0.0.1:{}", testenv::free_port()).parse()?;
         // API_SERVER_BIN: another build of the server (the benchmark compares builds with it).
         let bin = std::env::var("API_SERVER_BIN").unwrap_or_else(|_| BIN.to_string());
-        let mut cmd = Command::new(bin);
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(bin);
+                cmd
+            }
+            None => Command::new(bin),
+        };
         cmd.arg("serve")
             .env("API_LISTEN", public.to_string())
             .env("API_ADMIN_LISTEN", admin.to_string())
@@ -228,7 +241,12 @@ impl ApiProcess {
             log,
             _dir: dir,
         };
-        p.wait_healthy(Duration::from_secs(60)).await?;
+        p.wait_healthy(Duration::from_secs(if wrapper.is_empty() {
+            60
+        } else {
+            180
+        }))
+        .await?;
         Ok(p)
     }
 
