@@ -413,16 +413,12 @@ impl opentelemetry::propagation::Extractor for HeaderExtractor<'_> {
     }
 }
 
-/// The request span: a child of the caller's `traceparent`. With OTLP export on, the ids are
-/// OpenTelemetry's (so logs and exported spans agree); without it, ours. The second value
-/// tells whether spans are exported.
-///
-/// Without export the span only has to put the ids on the log lines of the request, so it
-/// carries nothing else: each span field costs formatting on every request. With export it
-/// has the OpenTelemetry attributes, and the ids go in when it is created (the JSON log layer
-/// formats a span's fields again on every `record`); they are recorded afterwards only when
-/// OpenTelemetry assigned others.
-fn request_span(
+/// The request's trace context: a child of the caller's `traceparent`, with our own ids; and,
+/// only when spans are exported, the request span with the OpenTelemetry attributes, whose
+/// ids OpenTelemetry assigns (so logs and exported spans agree). Without export there is no
+/// span ([`tracing::Span::none`]): the log lines get the ids from
+/// [`platform::telemetry::with_trace_ids`].
+fn request_trace(
     req: &Request,
     method: &str,
     route: &str,
@@ -432,13 +428,7 @@ fn request_span(
     use tracing_opentelemetry::OpenTelemetrySpanExt as _;
     let ours = TraceContext::from_header(req.headers().get("traceparent"));
     if !export {
-        let span = tracing::info_span!(
-            "request",
-            trace_id = ours.trace_id.as_str(),
-            span_id = ours.span_id.as_str(),
-            parent_span_id = ours.parent_span_id.as_deref(),
-        );
-        return (span, ours, false);
+        return (tracing::Span::none(), ours, false);
     }
     let span = tracing::info_span!(
         "request",
@@ -446,13 +436,10 @@ fn request_span(
         otel.kind = "server",
         http.request.method = method,
         http.route = route,
-        trace_id = ours.trace_id.as_str(),
-        span_id = ours.span_id.as_str(),
-        parent_span_id = ours.parent_span_id.as_deref(),
         http.response.status_code = tracing::field::Empty,
     );
     if span.is_disabled() {
-        return (span, ours, false);
+        return (tracing::Span::none(), ours, false);
     }
     let parent = opentelemetry::global::get_text_map_propagator(|p| {
         p.extract(&HeaderExtractor(req.headers()))
@@ -468,17 +455,11 @@ fn request_span(
         parent_span_id: ours.parent_span_id,
         sampled: otel.is_sampled(),
     };
-    if trace.trace_id != ours.trace_id {
-        span.record("trace_id", trace.trace_id.as_str());
-    }
-    if trace.span_id != ours.span_id {
-        span.record("span_id", trace.span_id.as_str());
-    }
     (span, trace, true)
 }
 
 /// The request's log line, as the JSON layer would write `info!(http.method, http.route,
-/// http.status, latency_ms, "request")` inside the request span, written directly (see
+/// http.status, latency_ms, "request")` with the request's trace ids, written directly (see
 /// [`platform::telemetry::write_json_line`]).
 #[derive(serde::Serialize)]
 struct RequestLine<'a> {
@@ -493,16 +474,10 @@ struct RequestLine<'a> {
     status: u16,
     latency_ms: f64,
     target: &'static str,
-    span: RequestLineSpan<'a>,
-}
-
-#[derive(serde::Serialize)]
-struct RequestLineSpan<'a> {
     trace_id: &'a str,
     span_id: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     parent_span_id: Option<&'a str>,
-    name: &'static str,
 }
 
 /// Per request: trace context into the extensions and span, the duration histogram, and one
@@ -525,9 +500,15 @@ where
         .extensions()
         .get::<MatchedPath>()
         .map_or("unmatched", |p| route_label(p.as_str()));
-    let (span, trace, exporting) = request_span(&req, &method, route, export_spans);
-    req.extensions_mut().insert(trace.clone());
-    let response = run(req).instrument(span.clone()).await;
+    let (span, trace, exporting) = request_trace(&req, &method, route, export_spans);
+    let ids = std::sync::Arc::new(platform::telemetry::TraceIds {
+        trace_id: trace.trace_id.clone(),
+        span_id: trace.span_id.clone(),
+        parent_span_id: trace.parent_span_id.clone(),
+    });
+    req.extensions_mut().insert(trace);
+    let response =
+        platform::telemetry::with_trace_ids(ids.clone(), run(req).instrument(span.clone())).await;
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
     // An exported span carries the status; the log line has it as `http.status` anyway.
@@ -544,12 +525,9 @@ where
             status,
             latency_ms: elapsed.as_secs_f64() * 1000.0,
             target: module_path!(),
-            span: RequestLineSpan {
-                trace_id: &trace.trace_id,
-                span_id: &trace.span_id,
-                parent_span_id: trace.parent_span_id.as_deref(),
-                name: "request",
-            },
+            trace_id: &ids.trace_id,
+            span_id: &ids.span_id,
+            parent_span_id: ids.parent_span_id.as_deref(),
         });
     }
     metrics.http(

@@ -212,6 +212,63 @@ async fn wait_serving(http: &reqwest::Client, url: &str) {
     }
 }
 
+/// `perf stat` counting the system calls and context switches of some processes for 8 s of a
+/// 10 s wrk run.
+struct KernelCount(std::process::Child);
+
+/// System calls and context switches per request of each server, when `perf` could count them.
+#[derive(Debug, Default)]
+struct KernelPerRequest {
+    api: Option<[f64; 2]>,
+    nginx: Option<[f64; 2]>,
+    floor_script: Option<[f64; 2]>,
+}
+
+impl KernelPerRequest {
+    fn json(v: Option<[f64; 2]>) -> Value {
+        v.map_or(Value::Null, |[syscalls, switches]| {
+            json!({"syscalls": round3(syscalls), "context_switches": round3(switches)})
+        })
+    }
+}
+
+impl KernelCount {
+    fn start(pids: &[u32]) -> Option<Self> {
+        let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
+        Command::new("perf")
+            .args([
+                "stat",
+                "-x",
+                ",",
+                "-e",
+                "raw_syscalls:sys_enter,context-switches",
+            ])
+            .args(["-p", &pids.join(","), "--", "sleep", "8"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .ok()
+            .map(Self)
+    }
+
+    /// `[system calls, context switches]` per request, at the run's mean rate.
+    fn per_request(self, run: &WrkResult) -> Option<[f64; 2]> {
+        let out = self.0.wait_with_output().ok()?;
+        let text = String::from_utf8_lossy(&out.stderr);
+        let count = |event: &str| {
+            text.lines()
+                .map(|l| l.split(',').collect::<Vec<_>>())
+                .find(|f| f.get(2) == Some(&event))
+                .and_then(|f| f.first()?.parse::<f64>().ok())
+        };
+        let requests = run.requests_per_sec * 8.0;
+        Some([
+            count("raw_syscalls:sys_enter")? / requests,
+            count("context-switches")? / requests,
+        ])
+    }
+}
+
 /// One round against the floor server: static 200, then one script call per request.
 struct FloorRound {
     hello: WrkResult,
@@ -383,14 +440,19 @@ async fn benchmark_cache_hit_get_against_nginx() -> anyhow::Result<()> {
         Vec<[f64; 2]>,
         Vec<f64>,
         Vec<FloorRound>,
+        KernelPerRequest,
     );
-    let (api_runs, ngx_runs, api_cpu_us, ngx_cpu_us, floor_runs): Runs =
+    let (api_runs, ngx_runs, api_cpu_us, ngx_cpu_us, floor_runs, kernel): Runs =
         tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
             let (mut api_runs, mut ngx_runs) = (Vec::new(), Vec::new());
             let (mut api_cpu, mut ngx_cpu) = (Vec::new(), Vec::new());
             let mut floor_runs = Vec::new();
+            let mut kernel = KernelPerRequest::default();
             let nginx_cpu = || nginx_pids.iter().map(|p| cpu_seconds(*p)).sum::<f64>();
             for round in 0..rounds {
+                // System calls and context switches in the last round (perf's counting adds
+                // a little to every system call, so not in the others).
+                let last = round + 1 == rounds;
                 // BENCH_PERF=FILE: also profile the server during its first run.
                 let perf = std::env::var("BENCH_PERF")
                     .ok()
@@ -402,7 +464,9 @@ async fn benchmark_cache_hit_get_against_nginx() -> anyhow::Result<()> {
                             .spawn()
                     });
                 let (server0, redis0) = (cpu_seconds(pid), redis_cpu_seconds(redis_port));
+                let counting = last.then_some(()).and_then(|()| KernelCount::start(&[pid]));
                 let run = wrk(&url, Some(&auth))?;
+                kernel.api = counting.and_then(|c| c.per_request(&run));
                 let n = run.requests.max(1) as f64;
                 api_cpu.push([
                     (cpu_seconds(pid) - server0) * 1e6 / n,
@@ -413,7 +477,11 @@ async fn benchmark_cache_hit_get_against_nginx() -> anyhow::Result<()> {
                     let _ = p.wait();
                 }
                 let nginx0 = nginx_cpu();
+                let counting = last
+                    .then_some(())
+                    .and_then(|()| KernelCount::start(&nginx_pids));
                 let run = wrk(&nginx_url, None)?;
+                kernel.nginx = counting.and_then(|c| c.per_request(&run));
                 ngx_cpu.push((nginx_cpu() - nginx0) * 1e6 / run.requests.max(1) as f64);
                 ngx_runs.push(run);
                 let floor0 = cpu_seconds(floor_pid);
@@ -422,7 +490,11 @@ async fn benchmark_cache_hit_get_against_nginx() -> anyhow::Result<()> {
                     (cpu_seconds(floor_pid) - floor0) * 1e6 / hello.requests.max(1) as f64;
                 let (floor0, redis0) =
                     (cpu_seconds(floor_pid), redis_cpu_seconds(floor_redis_port));
+                let counting = last
+                    .then_some(())
+                    .and_then(|()| KernelCount::start(&[floor_pid]));
                 let script = wrk(&floor_script, None)?;
+                kernel.floor_script = counting.and_then(|c| c.per_request(&script));
                 let n = script.requests.max(1) as f64;
                 floor_runs.push(FloorRound {
                     hello_cpu_us: hello_cpu,
@@ -432,7 +504,7 @@ async fn benchmark_cache_hit_get_against_nginx() -> anyhow::Result<()> {
                     script,
                 });
             }
-            Ok((api_runs, ngx_runs, api_cpu, ngx_cpu, floor_runs))
+            Ok((api_runs, ngx_runs, api_cpu, ngx_cpu, floor_runs, kernel))
         })
         .await??;
     drop(floor);
@@ -552,6 +624,12 @@ async fn benchmark_cache_hit_get_against_nginx() -> anyhow::Result<()> {
             "api_server_vs_axum_one_script": api_runs.iter().zip(&floor_runs).map(|(a, f)| rate_ratio(a, &f.script)).collect::<Vec<_>>(),
         },
         "redis_commands_per_request": redis_calls_per_request,
+        "kernel_per_request_last_round": {
+            "note": "perf stat: system calls (raw_syscalls:sys_enter) and context switches of the server processes over 8 s, divided by wrk's mean rate",
+            "api_server": KernelPerRequest::json(kernel.api),
+            "nginx": KernelPerRequest::json(kernel.nginx),
+            "floor_axum_one_script": KernelPerRequest::json(kernel.floor_script),
+        },
         "tokio_worker_threads": std::env::var("TOKIO_WORKER_THREADS").unwrap_or_else(|_| "default (one per core)".into()),
         "logical_cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         "loadavg_1m_before": load_before,

@@ -186,6 +186,15 @@ async fn admin_port_serves_health_readiness_and_metrics() -> anyhow::Result<()> 
     let r = http.get(server.url("/v1/me")).send().await?;
     assert_eq!(r.status().as_u16(), 401);
     assert_eq!(r.headers()["content-type"], "application/problem+json");
+    // A line logged while serving a request carries that request's trace id.
+    let refused_trace = "0af7651916cd43dd8448eb211c80319c";
+    let r = http
+        .get(server.url("/v1/me"))
+        .bearer_auth("not-a-token")
+        .header("traceparent", format!("00-{refused_trace}-b7ad6b7169203331-01"))
+        .send()
+        .await?;
+    assert_eq!(r.status().as_u16(), 401);
 
     let metrics = http
         .get(server.admin_url("/metrics"))
@@ -201,13 +210,25 @@ async fn admin_port_serves_health_readiness_and_metrics() -> anyhow::Result<()> 
     ] {
         assert!(metrics.contains(needle), "missing {needle} in\n{metrics}");
     }
-    // The caller's trace id is on the request's log line.
+    // The caller's trace id is on the request's log line, and on the lines logged inside it.
     let log = server.log_text();
     assert!(
         log.lines()
             .any(|l| l.contains(trace) && l.contains(r#""message":"request""#)),
         "{log}"
     );
+    let lines: Vec<Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    for message in ["credential refused", "request"] {
+        assert!(
+            lines.iter().any(|l| l["message"] == message
+                && l["trace_id"] == refused_trace
+                && l["parent_span_id"] == "b7ad6b7169203331"),
+            "no {message:?} line with trace {refused_trace}:\n{log}"
+        );
+    }
 
     // Redis gone: not ready (and says why).
     drop(redis);
