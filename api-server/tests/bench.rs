@@ -14,7 +14,13 @@
 //! with one Redis call per request would have.
 //!
 //! `BENCH_ROUNDS=N` (default 3) alternating rounds; `BENCH_PERF=FILE` profiles the server with
-//! `perf record` during its first run.
+//! `perf record` during its first run. The last round also counts each server's system calls
+//! and context switches with `perf stat`.
+//!
+//! A second benchmark counts the instructions of one request under callgrind, for the
+//! api-server and the floor (see `instructions_per_request_under_callgrind`; needs valgrind):
+//!
+//!     cargo test --release -p api-server --test bench instructions -- --ignored --nocapture
 
 mod common;
 
