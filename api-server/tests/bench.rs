@@ -218,6 +218,61 @@ async fn wait_serving(http: &reqwest::Client, url: &str) {
     }
 }
 
+/// An api-server (run by `wrapper`, if not empty) with its Redis, Firestore emulator and key
+/// endpoint, holding one document of the token's user: `url` is its cache-hit GET.
+struct ApiUnderBench {
+    server: ApiProcess,
+    redis: testenv::RedisServer,
+    key: TestKey,
+    token: String,
+    url: String,
+    _firestore: testenv::FirestoreEmulator,
+    _keys: KeyServer,
+}
+
+impl ApiUnderBench {
+    async fn start(wrapper: &[String]) -> anyhow::Result<Self> {
+        let redis = testenv::RedisServer::start().await?;
+        let firestore = testenv::FirestoreEmulator::start().await?;
+        let key = TestKey::generate("bench-key")?;
+        let keys = KeyServer::start(&[&key], 3600).await?;
+        let server = ApiProcess::start_under(
+            wrapper,
+            &[
+                ("REDIS_URL", redis.url()),
+                ("GOOGLE_CLOUD_PROJECT", PROJECT.to_string()),
+                ("FIRESTORE_EMULATOR_HOST", firestore.host()),
+                ("API_ID_TOKEN_KEYS_URL", keys.url()),
+                ("API_RATE_LIMIT", "100000000".to_string()),
+            ],
+        )
+        .await?;
+        let token = key.sign(&id_claims(PROJECT, "bench"))?;
+        let created: Value = reqwest::Client::new()
+            .post(server.url("/v1/notes"))
+            .bearer_auth(&token)
+            .json(&json!({"title": "benchmark", "n": 1}))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let url = server.url(&format!(
+            "/v1/notes/{}",
+            created["id"].as_str().unwrap_or_default()
+        ));
+        Ok(Self {
+            server,
+            redis,
+            key,
+            token,
+            url,
+            _firestore: firestore,
+            _keys: keys,
+        })
+    }
+}
+
 /// `perf stat` counting the system calls and context switches of some processes for 8 s of a
 /// 10 s wrk run.
 struct KernelCount(std::process::Child);
@@ -357,16 +412,9 @@ impl Floor {
             "building the floor example failed"
         );
         let port = testenv::free_port();
-        let floor = profile_dir.join("examples/floor");
-        let mut cmd = match wrapper.split_first() {
-            Some((program, args)) => {
-                let mut cmd = Command::new(program);
-                cmd.args(args).arg(floor);
-                cmd
-            }
-            None => Command::new(floor),
-        };
-        let child = cmd.args([port.to_string().as_str(), redis_url]).spawn()?;
+        let child = command_under(wrapper, profile_dir.join("examples/floor"))
+            .args([port.to_string().as_str(), redis_url])
+            .spawn()?;
         Ok(Self { child, port })
     }
 }
@@ -381,35 +429,13 @@ impl Drop for Floor {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "benchmark: cargo test --release -p api-server --test bench -- --ignored --nocapture"]
 async fn benchmark_cache_hit_get_against_nginx() -> anyhow::Result<()> {
-    let redis = testenv::RedisServer::start().await?;
-    let firestore = testenv::FirestoreEmulator::start().await?;
-    let key = TestKey::generate("bench-key")?;
-    let keys = KeyServer::start(&[&key], 3600).await?;
-    let server = ApiProcess::start(&[
-        ("REDIS_URL", redis.url()),
-        ("GOOGLE_CLOUD_PROJECT", PROJECT.to_string()),
-        ("FIRESTORE_EMULATOR_HOST", firestore.host()),
-        ("API_ID_TOKEN_KEYS_URL", keys.url()),
-        ("API_RATE_LIMIT", "100000000".to_string()),
-    ])
-    .await?;
-    let token = key.sign(&id_claims(PROJECT, "bench"))?;
+    let bench = ApiUnderBench::start(&[]).await?;
+    let (redis, key, server, token) = (&bench.redis, &bench.key, &bench.server, &bench.token);
+    // Owned: the load runs on a blocking thread.
+    let url = bench.url.clone();
     let http = reqwest::Client::new();
-    let created: Value = http
-        .post(server.url("/v1/notes"))
-        .bearer_auth(&token)
-        .json(&json!({"title": "benchmark", "n": 1}))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    let url = server.url(&format!(
-        "/v1/notes/{}",
-        created["id"].as_str().unwrap_or_default()
-    ));
     http.get(&url)
-        .bearer_auth(&token)
+        .bearer_auth(token)
         .send()
         .await?
         .error_for_status()?;
@@ -706,38 +732,16 @@ async fn instructions_per_request_under_callgrind() -> anyhow::Result<()> {
             format!("--callgrind-out-file={}", out(name).display()),
         ]
     };
-    let redis = testenv::RedisServer::start().await?;
-    let firestore = testenv::FirestoreEmulator::start().await?;
-    let key = TestKey::generate("bench-key")?;
-    let keys = KeyServer::start(&[&key], 3600).await?;
-    let server = ApiProcess::start_under(
-        &wrapper("api"),
-        &[
-            ("REDIS_URL", redis.url()),
-            ("GOOGLE_CLOUD_PROJECT", PROJECT.to_string()),
-            ("FIRESTORE_EMULATOR_HOST", firestore.host()),
-            ("API_ID_TOKEN_KEYS_URL", keys.url()),
-            ("API_RATE_LIMIT", "100000000".to_string()),
-        ],
+    let bench = ApiUnderBench::start(&wrapper("api")).await?;
+    let api = count_instructions(
+        bench.server.child.id(),
+        &out("api"),
+        &bench.url,
+        Some(&bench.token),
+        requests,
     )
     .await?;
-    let token = key.sign(&id_claims(PROJECT, "bench"))?;
     let http = reqwest::Client::new();
-    let created: Value = http
-        .post(server.url("/v1/notes"))
-        .bearer_auth(&token)
-        .json(&json!({"title": "benchmark", "n": 1}))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    let url = server.url(&format!(
-        "/v1/notes/{}",
-        created["id"].as_str().unwrap_or_default()
-    ));
-    let api =
-        count_instructions(server.child.id(), &out("api"), &url, Some(&token), requests).await?;
 
     let floor_redis = testenv::RedisServer::start().await?;
     let floor = Floor::start_under(&wrapper("floor"), &floor_redis.url())?;

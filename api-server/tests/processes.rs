@@ -191,7 +191,10 @@ async fn admin_port_serves_health_readiness_and_metrics() -> anyhow::Result<()> 
     let r = http
         .get(server.url("/v1/me"))
         .bearer_auth("not-a-token")
-        .header("traceparent", format!("00-{refused_trace}-b7ad6b7169203331-01"))
+        .header(
+            "traceparent",
+            format!("00-{refused_trace}-b7ad6b7169203331-01"),
+        )
         .send()
         .await?;
     assert_eq!(r.status().as_u16(), 401);

@@ -190,6 +190,18 @@ pub fn serve_args(flags: &[&str]) -> anyhow::Result<api_server::config::ServeArg
     Ok(Cli::try_parse_from(argv)?.args)
 }
 
+/// `program` run by `wrapper` (a command and its arguments), or by itself when it is empty.
+pub fn command_under(wrapper: &[String], program: impl AsRef<std::ffi::OsStr>) -> Command {
+    match wrapper.split_first() {
+        Some((run, args)) => {
+            let mut cmd = Command::new(run);
+            cmd.args(args).arg(program);
+            cmd
+        }
+        None => Command::new(program),
+    }
+}
+
 /// An api-server child process, SIGKILLed on drop if still running.
 pub struct ApiProcess {
     pub child: Child,
@@ -215,14 +227,7 @@ impl ApiProcess {
         let admin: SocketAddr = format!("127.0.0.1:{}", testenv::free_port()).parse()?;
         // API_SERVER_BIN: another build of the server (the benchmark compares builds with it).
         let bin = std::env::var("API_SERVER_BIN").unwrap_or_else(|_| BIN.to_string());
-        let mut cmd = match wrapper.split_first() {
-            Some((program, args)) => {
-                let mut cmd = Command::new(program);
-                cmd.args(args).arg(bin);
-                cmd
-            }
-            None => Command::new(bin),
-        };
+        let mut cmd = command_under(wrapper, bin);
         cmd.arg("serve")
             .env("API_LISTEN", public.to_string())
             .env("API_ADMIN_LISTEN", admin.to_string())
