@@ -460,7 +460,9 @@ fn request_trace(
 
 /// The request's log line, as the JSON layer would write `info!(http.method, http.route,
 /// http.status, latency_ms, "request")` with the request's trace ids, written directly (see
-/// [`platform::telemetry::write_json_line`]).
+/// [`platform::telemetry::write_json_line`]). It is not a `tracing` event, so an exported
+/// request span has no "request" event; the span has the status (`http.response.status_code`)
+/// and its duration.
 #[derive(serde::Serialize)]
 struct RequestLine<'a> {
     timestamp: String,

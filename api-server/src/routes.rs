@@ -30,7 +30,6 @@ use crate::{jobs, ratelimit, shutdown};
 /// clones the service under it per request, so the layers go in as one `ServiceBuilder` stack
 /// per group: nested boxes made a request clone (and allocate) the chain below each layer again.
 pub fn public(state: AppState) -> Router {
-    // Outermost first: authenticate, so the rate limit is keyed by uid.
     let authenticated = Router::new()
         .route("/v1/me", get(me))
         .route("/v1/auth/revoke", post(revoke))

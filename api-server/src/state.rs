@@ -46,7 +46,9 @@ pub struct Shared {
     pub session_cookie_name: Arc<str>,
     pub trust_forwarded_for: bool,
     pub request_timeout: Duration,
-    /// An OTLP endpoint is configured: request spans carry OpenTelemetry's attributes.
+    /// An OTLP endpoint is configured: each request gets a span with OpenTelemetry's
+    /// attributes (without one, requests have no span; their log lines get the trace ids from
+    /// `platform::telemetry::with_trace_ids`).
     pub export_spans: bool,
     draining: AtomicBool,
 }

@@ -427,7 +427,7 @@ impl Drop for Floor {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "benchmark: cargo test --release -p api-server --test bench -- --ignored --nocapture"]
+#[ignore = "benchmark: cargo test --release -p api-server --test bench benchmark_cache_hit -- --ignored --nocapture"]
 async fn benchmark_cache_hit_get_against_nginx() -> anyhow::Result<()> {
     let bench = ApiUnderBench::start(&[]).await?;
     let (redis, key, server, token) = (&bench.redis, &bench.key, &bench.server, &bench.token);

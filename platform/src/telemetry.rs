@@ -3,8 +3,9 @@
 //! trace context as the propagation format.
 //!
 //! JSON because the log pipeline parses fields (trace_id, route, status) instead of grepping
-//! text; the current span's fields are flattened into every event so a request's identifiers
-//! appear on each line it causes.
+//! text. Every line logged while a request is served carries its trace ids as top-level
+//! `trace_id`, `span_id` and `parent_span_id` (see [`with_trace_ids`]); the current span's
+//! fields, when there is a span, go under `span`.
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
@@ -205,9 +206,10 @@ static LINES: std::sync::OnceLock<LogWriter> = std::sync::OnceLock::new();
 
 /// Writes `line` as one JSON log line through the installed writer (nothing before
 /// [`init`]): for a line a server writes on every request, where going through `tracing`
-/// (field visitors, JSON values, dispatch) cost about 13,000 instructions per line and this
-/// about 3,000 (callgrind, api-server/tests/bench.rs). Give it the shape of the other lines:
-/// `timestamp` (see [`timestamp`]), `level`, `message`, fields, `target`, `span`.
+/// (field visitors, JSON values, dispatch) cost about 16,000 instructions per line and this
+/// about 5,000 (callgrind, api-server/tests/bench.rs). Give it the shape of the other lines:
+/// `timestamp` (see [`timestamp`]), `level`, `message`, fields, `target`, and the ids of
+/// [`trace_ids`].
 pub fn write_json_line<T: serde::Serialize>(line: &T) {
     thread_local! {
         static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -326,7 +328,6 @@ fn install(
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let writer = LogWriter(logs.clone());
-    let _ = LINES.set(writer.clone());
     let mut fmt = json_subscriber::fmt::layer()
         .flatten_event(true)
         .with_current_span(true)
@@ -356,6 +357,7 @@ fn install(
         .with(otel)
         .try_init()
         .map_err(|e| TelemetryError::AlreadyInstalled(e.to_string()))?;
+    let _ = LINES.set(LogWriter(logs.clone()));
     if let Some(p) = &provider {
         opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
         opentelemetry::global::set_tracer_provider(p.clone());

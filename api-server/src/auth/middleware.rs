@@ -58,7 +58,7 @@ pub async fn require_caller(State(state): State<AppState>, req: Request, next: N
         Err(e) => return refused(e),
     };
     // Revocation, rate limit and (for a document GET) the cache read in one Redis call; the
-    // limiter middleware uses the decision, the GET handler the cache entry.
+    // decision is enforced below, and the GET handler gets the cache entry.
     let (mut req, cache_key) = document_read(req, &state).await;
     let mut admission = state
         .rate_limiter
