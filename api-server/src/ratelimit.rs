@@ -182,21 +182,22 @@ impl RateLimiter {
             })
             .await?;
         let mut reply = reply.into_iter();
-        let numbers: Vec<i64> = match reply.next() {
-            Some(redis::Value::BulkString(b)) => std::str::from_utf8(&b)
-                .unwrap_or_default()
-                .split(' ')
-                .filter_map(|n| n.parse().ok())
-                .collect(),
-            _ => Vec::new(),
+        let numbers = match reply.next() {
+            Some(redis::Value::BulkString(b)) => packed_numbers(&b).ok_or_else(|| {
+                redis::RedisError::from((
+                    redis::ErrorKind::UnexpectedReturnType,
+                    "admission script reply",
+                    String::from_utf8_lossy(&b).into_owned(),
+                ))
+            })?,
+            other => {
+                return Err(redis::RedisError::from((
+                    redis::ErrorKind::UnexpectedReturnType,
+                    "admission script reply",
+                    format!("{other:?}"),
+                )));
+            }
         };
-        if numbers.len() != 5 {
-            return Err(redis::RedisError::from((
-                redis::ErrorKind::UnexpectedReturnType,
-                "admission script reply",
-                format!("{numbers:?}"),
-            )));
-        }
         let at = |i: usize| numbers[i];
         let revoked_at = Some(at(4)).filter(|r| *r >= 0);
         let decision = (at(0) >= 0).then(|| Decision {
@@ -253,6 +254,16 @@ pub fn uid_key(uid: &str) -> String {
     key.push_str("ratelimit:uid:");
     key.push_str(uid);
     key
+}
+
+/// The five space-separated integers of the admission script's first reply element.
+fn packed_numbers(bytes: &[u8]) -> Option<[i64; 5]> {
+    let mut numbers = [0; 5];
+    let mut words = std::str::from_utf8(bytes).ok()?.split(' ');
+    for n in &mut numbers {
+        *n = words.next()?.parse().ok()?;
+    }
+    words.next().is_none().then_some(numbers)
 }
 
 /// The limit of unauthenticated routes, keyed by client IP. (Authenticated routes are limited
@@ -317,5 +328,32 @@ pub async fn enforce(
                     .into_response()
             }
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::packed_numbers;
+
+    #[test]
+    fn the_admission_reply_has_exactly_five_integers() {
+        assert_eq!(
+            packed_numbers(b"1 99 0 1000 -1"),
+            Some([1, 99, 0, 1000, -1])
+        );
+        assert_eq!(
+            packed_numbers(b"-1 0 0 0 1795701389"),
+            Some([-1, 0, 0, 0, 1_795_701_389])
+        );
+        for bad in [
+            &b""[..],
+            b"1 2 3 4",
+            b"1 2 3 4 5 6",
+            b"1 2 x 4 5",
+            b"1  2 3 4 5",
+            b"\xff",
+        ] {
+            assert_eq!(packed_numbers(bad), None, "{bad:?}");
+        }
     }
 }
