@@ -19,6 +19,22 @@ use operator::render::{self, CONFIG_HASH_ANNOTATION, ChildKind, RenderContext};
 use serde_json::json;
 use support::*;
 
+/// A control plane with the operator running and the app `shop` created in `default`.
+async fn operator_with_shop() -> (
+    testenv::ControlPlane,
+    Client,
+    RunningOperator,
+    Api<ScalableApp>,
+) {
+    let (plane, client) = cluster().await;
+    let op = RunningOperator::start(client.clone(), test_config());
+    let apps: Api<ScalableApp> = Api::namespaced(client.clone(), "default");
+    apps.create(&PostParams::default(), &app_yaml("shop", "default"))
+        .await
+        .unwrap();
+    (plane, client, op, apps)
+}
+
 /// What a write by the operator would change: the resourceVersion for kinds no controller
 /// writes status to, else the generation and the time of the operator's managed fields.
 async fn fingerprints(client: &Client, ns: &str) -> BTreeMap<String, String> {
@@ -534,13 +550,8 @@ async fn paused_apps_are_left_alone() {
 
 #[tokio::test]
 async fn redis_volume_change_recreates_the_statefulset_and_keeps_its_pods() {
-    let (_plane, client) = cluster().await;
+    let (_plane, client, op, apps) = operator_with_shop().await;
     let ns = "default";
-    let op = RunningOperator::start(client.clone(), test_config());
-    let apps: Api<ScalableApp> = Api::namespaced(client.clone(), ns);
-    apps.create(&PostParams::default(), &app_yaml("shop", ns))
-        .await
-        .unwrap();
     let sets: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     let lp = ListParams::default()
@@ -710,13 +721,8 @@ async fn a_same_named_object_of_someone_else_is_never_taken_over() {
 async fn the_generated_redis_password_is_created_once_and_never_rotated() {
     use k8s_openapi::api::core::v1::Secret;
 
-    let (_plane, client) = cluster().await;
+    let (_plane, client, op, apps) = operator_with_shop().await;
     let ns = "default";
-    let op = RunningOperator::start(client.clone(), test_config());
-    let apps: Api<ScalableApp> = Api::namespaced(client.clone(), ns);
-    apps.create(&PostParams::default(), &app_yaml("shop", ns))
-        .await
-        .unwrap();
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
     let secret = eventually("the generated Redis password Secret", || {
         let secrets = secrets.clone();

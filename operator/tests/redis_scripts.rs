@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::core::v1::{ConfigMap, Container};
 use operator::api::ScalableApp;
 use operator::render::{self, ChildKind, RenderContext};
 
@@ -115,15 +115,7 @@ impl Scenario {
         limit: Duration,
     ) -> Option<String> {
         let sts = if sentinel { &self.sts.1 } else { &self.sts.0 };
-        let init = &sts
-            .spec
-            .template
-            .spec
-            .as_ref()
-            .unwrap()
-            .init_containers
-            .as_ref()
-            .unwrap()[0];
+        let init = init_container(sts);
         let script = if sentinel {
             "sentinel-init.sh"
         } else {
@@ -193,6 +185,16 @@ fn replicaof(conf: &str) -> Option<String> {
 }
 
 const SHORT: Duration = Duration::from_secs(10);
+
+/// The first (only) init container of a rendered StatefulSet.
+fn init_container(sts: &StatefulSet) -> &Container {
+    &sts.spec
+        .template
+        .spec
+        .as_ref()
+        .and_then(|p| p.init_containers.as_ref())
+        .expect("an init container")[0]
+}
 
 #[test]
 fn a_restarted_pod_follows_the_master_the_sentinels_name() {
@@ -378,15 +380,7 @@ fn with_a_password_real_replicas_and_sentinels_authenticate_and_fail_over() {
     // The password is referenced from the Secret by the init containers, and absent from the
     // ConfigMap the scripts read their config from.
     for sts in [&s.sts.0, &s.sts.1] {
-        let init = &sts
-            .spec
-            .template
-            .spec
-            .as_ref()
-            .unwrap()
-            .init_containers
-            .as_ref()
-            .unwrap()[0];
+        let init = init_container(sts);
         for name in ["REDIS_PASSWORD", "REDISCLI_AUTH"] {
             let e = init.env.as_ref().unwrap().iter().find(|e| e.name == name);
             let secret = e
