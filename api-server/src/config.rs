@@ -24,6 +24,12 @@ pub struct ServeArgs {
     #[arg(long, env = "API_ADMIN_LISTEN", default_value = "0.0.0.0:9090")]
     pub admin_listen: SocketAddr,
 
+    /// Threads serving the public port, each a single-threaded runtime with its own Redis
+    /// connection; 0 means one per CPU available to the process (a container's CPU limit
+    /// counts).
+    #[arg(long, env = "API_THREADS", default_value_t = 0)]
+    pub threads: usize,
+
     #[command(flatten)]
     pub redis: RedisArgs,
     /// Per-command Redis timeout; past it a call counts as failed and the request degrades.

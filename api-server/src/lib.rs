@@ -8,6 +8,7 @@ pub mod config;
 pub mod documents;
 pub mod files;
 pub mod jobs;
+pub mod lanes;
 pub mod observability;
 pub mod openapi;
 pub mod problem;

@@ -1,7 +1,6 @@
 //! `api-server serve`: bind, connect (not ready until Redis and Firestore answer), build the
 //! routers, serve both ports, drain on SIGTERM.
 
-use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -21,7 +20,7 @@ use crate::observability::Metrics;
 use crate::problem::Problem;
 use crate::redis::Redis;
 use crate::state::AppState;
-use crate::{routes, shutdown};
+use crate::{lanes, routes, shutdown};
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(host) = &args.auth.auth_emulator_host {
@@ -87,16 +86,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if files.is_none() {
         tracing::info!("file storage not configured: the Files API answers 503");
     }
-    let state = AppState::with_files(&args, redis, db, metrics, files);
+    let lanes = lanes::count(args.threads);
+    let state = AppState::with_files(&args, redis.with_lanes(lanes), db, metrics, files);
     startup.ready(routes::admin(state.clone()));
-    tracing::info!("Redis and Firestore reachable: serving");
+    tracing::info!(threads = lanes, "Redis and Firestore reachable: serving");
 
-    let public_server = axum::serve(
+    let public_task = tokio::spawn(lanes::serve(
         public,
-        routes::public(state.clone()).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown::stopped(stop_rx.clone()));
-    let public_task = tokio::spawn(async move { public_server.await });
+        routes::public(state.clone()),
+        state.redis.clone(),
+        lanes,
+        stop_rx.clone(),
+    ));
 
     shutdown::drain_on_signal(
         state.clone(),

@@ -118,12 +118,24 @@ impl RedisHandle {
         &self.inner.options
     }
 
+    /// Another handle to the same target with a connection of its own, opened on the calling
+    /// Tokio runtime: a multiplexed connection's I/O task runs on the runtime that opened it, so
+    /// a single-threaded runtime keeps its Redis round trips on its own thread with this.
+    pub async fn sibling(&self) -> RedisResult<Self> {
+        Self::connect(self.inner.target.clone(), self.inner.options.clone()).await
+    }
+
     /// The shared multiplexed connection and its generation.
     pub fn conn(&self) -> Lease {
-        let c = self.read();
-        Lease {
+        // Called once per Redis operation: clones the connection only, not the address and
+        // credentials that `read` copies.
+        let lease = |c: &Current| Lease {
             generation: c.generation,
-            conn: c.conn,
+            conn: c.conn.clone(),
+        };
+        match self.inner.current.read() {
+            Ok(c) => lease(&c),
+            Err(p) => lease(&p.into_inner()),
         }
     }
 

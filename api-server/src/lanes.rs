@@ -1,0 +1,286 @@
+//! The public port served by lanes: one single-threaded Tokio runtime per thread, each with its
+//! own Redis connection, fed by one listener.
+//!
+//! Why: on the multi-threaded runtime a request's task, the Redis connection's I/O task and the
+//! connection's next request kept landing on different workers, and each hand-over woke the other
+//! thread (futex, context switch). Serving a connection, its requests and their Redis round trips
+//! on one thread cut the server's CPU per cache-hit GET by about a sixth (docs/benchmarks.md).
+//!
+//! One accept loop hands each new connection to the lane with the fewest open ones. A lane keeps
+//! a connection for its life (no work stealing), which is the price; behind a load balancer the
+//! connections are many and similar. A single listener keeps shutdown as it was: with a
+//! `SO_REUSEPORT` listener per lane, connections waiting in a closing listener's backlog would be
+//! reset instead of served.
+
+use std::cell::Cell;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::serve::{Listener, ListenerExt as _};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::redis::Redis;
+use crate::shutdown;
+
+thread_local! {
+    static LANE: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// The lane the calling thread serves, if it is a lane's thread.
+pub fn current() -> Option<usize> {
+    LANE.get()
+}
+
+/// How many lanes `configured` means: itself, or one per CPU available to the process (which
+/// honours a container's CPU quota) when 0.
+pub fn count(configured: usize) -> usize {
+    match configured {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    }
+}
+
+/// Serves `router` on `listener` with `lanes` lanes until `stop` turns true, then stops
+/// accepting and returns once every lane's connections have finished.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    redis: Redis,
+    lanes: usize,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let local = listener.local_addr()?;
+    let mut started = Vec::with_capacity(lanes);
+    for lane in 0..lanes {
+        started.push(Lane::start(lane, local, router.clone(), redis.clone())?);
+    }
+    let stopped = shutdown::stopped(stop);
+    tokio::pin!(stopped);
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut stopped => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let lane = started
+                        .iter()
+                        .min_by_key(|l| l.open.load(Ordering::Relaxed))
+                        .context("no lanes")?;
+                    lane.hand_over(stream, peer);
+                }
+                Err(e) if is_connection_error(&e) => {}
+                // Out of file descriptors and the like: pause rather than spin.
+                Err(e) => {
+                    tracing::error!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            },
+        }
+    }
+    drop(listener);
+    let mut failed = None;
+    for lane in started {
+        // Closing its queue lets the lane serve what was handed over, then drain.
+        drop(lane.queue);
+        let result = match lane.done.await {
+            Ok(result) => result,
+            Err(_) => Err(anyhow::anyhow!("lane {} panicked", lane.index)),
+        };
+        if let Err(e) = result {
+            failed.get_or_insert(e);
+        }
+    }
+    failed.map_or(Ok(()), Err)
+}
+
+fn is_connection_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    )
+}
+
+/// The accept loop's end of a lane.
+struct Lane {
+    index: usize,
+    queue: mpsc::UnboundedSender<(std::net::TcpStream, SocketAddr)>,
+    /// Connections handed over and not yet closed.
+    open: Arc<AtomicUsize>,
+    done: oneshot::Receiver<anyhow::Result<()>>,
+}
+
+impl Lane {
+    fn start(index: usize, local: SocketAddr, router: Router, redis: Redis) -> io::Result<Self> {
+        let (queue, incoming) = mpsc::unbounded_channel();
+        let open = Arc::new(AtomicUsize::new(0));
+        let (done_tx, done) = oneshot::channel();
+        let listener = LaneListener {
+            incoming,
+            open: open.clone(),
+            local,
+            drained: None,
+        };
+        std::thread::Builder::new()
+            .name(format!("api-lane-{index}"))
+            .spawn(move || {
+                let result = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .context("building a lane's runtime")
+                    .and_then(|runtime| {
+                        LANE.set(Some(index));
+                        runtime.block_on(listener.serve(index, router, redis))
+                    });
+                let _ = done_tx.send(result);
+            })?;
+        Ok(Self {
+            index,
+            queue,
+            open,
+            done,
+        })
+    }
+
+    fn hand_over(&self, stream: TcpStream, peer: SocketAddr) {
+        // A tokio stream belongs to its runtime's reactor; the lane registers it with its own.
+        match stream.into_std() {
+            Ok(stream) => {
+                self.open.fetch_add(1, Ordering::Relaxed);
+                if self.queue.send((stream, peer)).is_err() {
+                    self.open.fetch_sub(1, Ordering::Relaxed);
+                    tracing::error!(lane = self.index, "lane gone; connection dropped");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "accepted connection unusable"),
+        }
+    }
+}
+
+/// A lane's end: what `axum::serve` accepts connections from.
+struct LaneListener {
+    incoming: mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr)>,
+    open: Arc<AtomicUsize>,
+    local: SocketAddr,
+    /// Told when the accept loop has closed the queue and everything in it was taken.
+    drained: Option<oneshot::Sender<()>>,
+}
+
+impl LaneListener {
+    async fn serve(mut self, index: usize, router: Router, redis: Redis) -> anyhow::Result<()> {
+        tokio::spawn(async move { redis.open_lane(index).await });
+        let (drained_tx, drained) = oneshot::channel();
+        self.drained = Some(drained_tx);
+        // `tap_io` only to get axum's `ConnectInfo<SocketAddr>` for a listener of our own.
+        let listener = self.tap_io(|_| {});
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async {
+            let _ = drained.await;
+        })
+        .await
+        .with_context(|| format!("lane {index}"))
+    }
+}
+
+impl Listener for LaneListener {
+    type Io = Counted;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Counted, SocketAddr) {
+        loop {
+            let Some((stream, peer)) = self.incoming.recv().await else {
+                if let Some(drained) = self.drained.take() {
+                    let _ = drained.send(());
+                }
+                // The graceful shutdown just signalled stops asking for more.
+                return std::future::pending().await;
+            };
+            match TcpStream::from_std(stream) {
+                Ok(stream) => {
+                    let open = self.open.clone();
+                    return (Counted { stream, open }, peer);
+                }
+                Err(e) => {
+                    self.open.fetch_sub(1, Ordering::Relaxed);
+                    tracing::warn!(error = %e, "registering a connection failed");
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        Ok(self.local)
+    }
+}
+
+/// A connection that takes itself off its lane's count when dropped.
+pub struct Counted {
+    stream: TcpStream,
+    open: Arc<AtomicUsize>,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Counted {
+    fn stream(self: Pin<&mut Self>) -> Pin<&mut TcpStream> {
+        Pin::new(&mut self.get_mut().stream)
+    }
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        self.stream().poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.stream().poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.stream().poll_write_vectored(cx, bufs)
+    }
+
+    // hyper writes headers and body with one writev only when the stream says it can.
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.stream().poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.stream().poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,124 @@
+//! The public port's lanes (`api_server::lanes`) on a real socket and a real Redis: where
+//! connections go, that each lane opens its own Redis connection, and that stopping finishes
+//! the request in flight before `serve` returns.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use api_server::lanes;
+use api_server::observability::Metrics;
+use api_server::redis::Redis;
+use axum::Router;
+use axum::extract::State;
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// Which lane and thread served the request, after a Redis round trip from there.
+async fn where_served(State(redis): State<Redis>) -> String {
+    let ping = redis.ping().await.map_or("redis down", |()| "redis up");
+    let thread = std::thread::current();
+    format!(
+        "{:?} {} {ping}",
+        lanes::current(),
+        thread.name().unwrap_or("unnamed")
+    )
+}
+
+async fn slow() -> &'static str {
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    "done"
+}
+
+/// A client that keeps its one connection between requests.
+fn one_connection_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(1)
+        .build()
+        .expect("client")
+}
+
+async fn connected_clients(url: &str) -> anyhow::Result<usize> {
+    let mut c = redis::Client::open(url)?
+        .get_multiplexed_async_connection()
+        .await?;
+    let list: String = redis::cmd("CLIENT").arg("LIST").query_async(&mut c).await?;
+    // Not counting this connection.
+    Ok(list.lines().count() - 1)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lanes_spread_connections_keep_them_and_drain_on_stop() -> anyhow::Result<()> {
+    let server = testenv::RedisServer::start().await?;
+    let endpoint = platform::config::RedisEndpoint::Url {
+        url: server.url(),
+        auth: Default::default(),
+    };
+    let redis = Redis::connect(&endpoint, Duration::from_secs(1), Metrics::new())
+        .await?
+        .with_lanes(2);
+    let router = Router::new()
+        .route("/where", get(where_served))
+        .route("/slow", get(slow))
+        .with_state(redis.clone());
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr: SocketAddr = listener.local_addr()?;
+    let (stop, stopped) = watch::channel(false);
+    let serving = tokio::spawn(lanes::serve(listener, router, redis, 2, stopped));
+
+    // The shared connection plus one per lane.
+    let mut clients = 0;
+    for _ in 0..50 {
+        clients = connected_clients(&server.url()).await?;
+        if clients == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(clients, 3, "shared + 2 lane connections to Redis");
+
+    // Four connections, opened one after another: the fewest-open rule alternates them, and
+    // each stays on its lane for every request it carries.
+    let url = format!("http://{addr}/where");
+    let mut held = Vec::new();
+    let mut served = Vec::new();
+    for _ in 0..4 {
+        let client = one_connection_client();
+        let first = client.get(&url).send().await?.text().await?;
+        let second = client.get(&url).send().await?.text().await?;
+        assert_eq!(first, second, "a connection stays on its lane");
+        served.push(first);
+        held.push(client);
+    }
+    assert_eq!(
+        served,
+        [
+            "Some(0) api-lane-0 redis up",
+            "Some(1) api-lane-1 redis up",
+            "Some(0) api-lane-0 redis up",
+            "Some(1) api-lane-1 redis up",
+        ]
+    );
+
+    // Stop with a request in flight: it finishes, then serve returns and the port is closed.
+    let slow_client = one_connection_client();
+    let in_flight = tokio::spawn(async move {
+        let r = slow_client
+            .get(format!("http://{addr}/slow"))
+            .send()
+            .await?;
+        anyhow::Ok((r.status(), r.text().await?))
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.send(true)?;
+    let (status, body) = in_flight.await??;
+    assert_eq!((status.as_u16(), body.as_str()), (200, "done"));
+    // Idle keep-alive connections (still held) do not keep it open.
+    tokio::time::timeout(Duration::from_secs(5), serving).await???;
+    drop(held);
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "the listener is closed after serve returns"
+    );
+    Ok(())
+}
