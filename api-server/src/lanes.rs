@@ -49,11 +49,12 @@ pub fn count(configured: usize) -> usize {
     }
 }
 
-/// Serves `router` on `listener` with `lanes` lanes until `stop` turns true, then stops
-/// accepting and returns once every lane's connections have finished.
+/// Serves the router `router(lane)` builds for each lane on `listener` with `lanes` lanes until
+/// `stop` turns true, then stops accepting and returns once every lane's connections have
+/// finished.
 pub async fn serve(
     listener: TcpListener,
-    router: Router,
+    router: impl Fn(usize) -> Router,
     redis: Redis,
     lanes: usize,
     stop: watch::Receiver<bool>,
@@ -61,7 +62,7 @@ pub async fn serve(
     let local = listener.local_addr()?;
     let mut started = Vec::with_capacity(lanes);
     for lane in 0..lanes {
-        started.push(Lane::start(lane, local, router.clone(), redis.clone())?);
+        started.push(Lane::start(lane, local, router(lane), redis.clone())?);
     }
     let stopped = shutdown::stopped(stop);
     tokio::pin!(stopped);

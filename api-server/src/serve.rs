@@ -93,7 +93,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     let public_task = tokio::spawn(lanes::serve(
         public,
-        routes::public(state.clone()),
+        {
+            let state = state.clone();
+            move |_lane| routes::public(state.for_lane())
+        },
         state.redis.clone(),
         lanes,
         stop_rx.clone(),

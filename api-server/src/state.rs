@@ -33,6 +33,7 @@ impl std::ops::Deref for AppState {
     }
 }
 
+#[derive(Clone)]
 pub struct Shared {
     pub metrics: Metrics,
     pub redis: Redis,
@@ -40,7 +41,7 @@ pub struct Shared {
     pub verifier: Arc<Verifier>,
     pub documents: Arc<Documents>,
     pub rate_limiter: Arc<RateLimiter>,
-    pub jobs: Jobs,
+    pub jobs: Arc<Jobs>,
     /// The Files API; `None` when no bucket is configured (its routes answer 503).
     pub files: Option<Arc<Files>>,
     pub session_cookie_name: Arc<str>,
@@ -50,7 +51,8 @@ pub struct Shared {
     /// attributes (without one, requests have no span; their log lines get the trace ids from
     /// `platform::telemetry::with_trace_ids`).
     pub export_spans: bool,
-    draining: AtomicBool,
+    /// Shared by every lane's copy (see [`AppState::for_lane`]).
+    draining: Arc<AtomicBool>,
 }
 
 impl AppState {
@@ -124,7 +126,7 @@ impl AppState {
         );
         let jobs = Jobs::new(&args.jobs, &redis, &metrics);
         Self(Arc::new(Shared {
-            jobs,
+            jobs: Arc::new(jobs),
             files: files.map(Arc::new),
             metrics,
             redis,
@@ -136,8 +138,15 @@ impl AppState {
             trust_forwarded_for: args.rate_limit.trust_forwarded_for,
             request_timeout: args.request_timeout(),
             export_spans: args.otlp_endpoint.is_some(),
-            draining: AtomicBool::new(false),
+            draining: Arc::new(AtomicBool::new(false)),
         }))
+    }
+
+    /// The same state behind an `Arc` of the lane's own. Handlers and middleware clone the
+    /// state for every request; with one `Arc` for all lanes its count's cache line would move
+    /// between cores on each clone.
+    pub fn for_lane(&self) -> Self {
+        Self(Arc::new(Shared::clone(&self.0)))
     }
 
     pub fn start_draining(&self) {

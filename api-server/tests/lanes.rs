@@ -57,10 +57,13 @@ async fn lanes_spread_connections_keep_them_and_drain_on_stop() -> anyhow::Resul
     let redis = Redis::connect(&endpoint, Duration::from_secs(1), Metrics::new())
         .await?
         .with_lanes(2);
-    let router = Router::new()
-        .route("/where", get(where_served))
-        .route("/slow", get(slow))
-        .with_state(redis.clone());
+    let state = redis.clone();
+    let router = move |_lane| {
+        Router::new()
+            .route("/where", get(where_served))
+            .route("/slow", get(slow))
+            .with_state(state.clone())
+    };
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr: SocketAddr = listener.local_addr()?;
     let (stop, stopped) = watch::channel(false);

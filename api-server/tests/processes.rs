@@ -535,6 +535,29 @@ async fn sigterm_under_load_fails_no_request() -> anyhow::Result<()> {
     servers[0].sigterm()?;
     terminated.store(true, Ordering::SeqCst);
     let started = Instant::now();
+    // While draining, every lane answers with `Connection: close` (the lanes' copies of the
+    // state share the draining flag). New connections, so they spread over the lanes.
+    let mut closing = 0;
+    for _ in 0..60 {
+        let r = reqwest::Client::new()
+            .get(&urls[0].0)
+            .bearer_auth(&token)
+            .send()
+            .await?;
+        let close = r
+            .headers()
+            .get(axum::http::header::CONNECTION)
+            .is_some_and(|v| v == "close");
+        closing = if close { closing + 1 } else { 0 };
+        if closing == 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        closing, 4,
+        "no run of Connection: close answers while draining"
+    );
     let status = loop {
         if let Some(s) = servers[0].child.try_wait()? {
             break s;
