@@ -4,9 +4,10 @@
 //!     floor <port> [<redis-url>]
 //!
 //! `GET /hello` answers a static 200 (axum + hyper and nothing else). `GET /script` first runs
-//! one Redis script on a shared multiplexed connection (TIME, GET, SET: the shape of a GCRA
-//! decision), which is the one call per request the API's distributed rate limit needs.
-//! No authentication, logging, metrics or middleware: anything real only adds to this.
+//! one Redis script (TIME, GET, SET: the shape of a GCRA decision), which is the one call per
+//! request the API's distributed rate limit needs. Served like the api-server's public port:
+//! lanes (`api_server::lanes`), each with its own multiplexed Redis connection. No
+//! authentication, logging, metrics or middleware: anything real only adds to this.
 
 use axum::Router;
 use axum::extract::State;
@@ -25,18 +26,40 @@ return 1
 
 #[derive(Clone)]
 struct Redis {
-    connection: redis::aio::MultiplexedConnection,
+    client: redis::Client,
     script: redis::Script,
 }
 
+thread_local! {
+    // Each lane's own connection, opened by its first request (as the api-server's are).
+    static CONNECTION: std::cell::OnceCell<redis::aio::MultiplexedConnection> =
+        const { std::cell::OnceCell::new() };
+}
+
+async fn connection(
+    client: &redis::Client,
+) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+    if let Some(c) = CONNECTION.with(|c| c.get().cloned()) {
+        return Ok(c);
+    }
+    let c = client.get_multiplexed_async_connection().await?;
+    CONNECTION.with(|cell| {
+        let _ = cell.set(c.clone());
+    });
+    Ok(c)
+}
+
 async fn script(State(redis): State<Option<Redis>>) -> (StatusCode, &'static str) {
-    let Some(mut redis) = redis else {
+    let Some(redis) = redis else {
         return (StatusCode::SERVICE_UNAVAILABLE, "no redis\n");
+    };
+    let Ok(mut connection) = connection(&redis.client).await else {
+        return (StatusCode::BAD_GATEWAY, "redis\n");
     };
     let result: redis::RedisResult<i64> = redis
         .script
         .key("floor:bench")
-        .invoke_async(&mut redis.connection)
+        .invoke_async(&mut connection)
         .await;
     match result {
         Ok(_) => (StatusCode::OK, "ok\n"),
@@ -53,9 +76,7 @@ async fn main() -> anyhow::Result<()> {
         .parse()?;
     let redis = match args.next() {
         Some(url) => Some(Redis {
-            connection: redis::Client::open(url)?
-                .get_multiplexed_async_connection()
-                .await?,
+            client: redis::Client::open(url)?,
             script: redis::Script::new(SCRIPT),
         }),
         None => None,
@@ -65,6 +86,8 @@ async fn main() -> anyhow::Result<()> {
         .route("/script", get(script))
         .with_state(redis);
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
-    axum::serve(listener, app).await?;
-    Ok(())
+    // Served as the api-server serves its public port, on one lane per CPU; never stopped.
+    let (_stop, never) = tokio::sync::watch::channel(false);
+    let lanes = api_server::lanes::count(0);
+    api_server::lanes::serve(listener, move |_| app.clone(), lanes, never).await
 }

@@ -1,5 +1,5 @@
-//! The public port served by lanes: one single-threaded Tokio runtime per thread, each with its
-//! own Redis connection, fed by one listener.
+//! The public port served by lanes: one single-threaded Tokio runtime per thread, fed by one
+//! listener. [`crate::redis::Redis`] gives each lane a connection of its own.
 //!
 //! Why: on the multi-threaded runtime a request's task, the Redis connection's I/O task and the
 //! connection's next request kept landing on different workers, and each hand-over woke the other
@@ -28,7 +28,6 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::redis::Redis;
 use crate::shutdown;
 
 thread_local! {
@@ -55,14 +54,13 @@ pub fn count(configured: usize) -> usize {
 pub async fn serve(
     listener: TcpListener,
     router: impl Fn(usize) -> Router,
-    redis: Redis,
     lanes: usize,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
     let mut started = Vec::with_capacity(lanes);
     for lane in 0..lanes {
-        started.push(Lane::start(lane, local, router(lane), redis.clone())?);
+        started.push(Lane::start(lane, local, router(lane))?);
     }
     let stopped = shutdown::stopped(stop);
     tokio::pin!(stopped);
@@ -122,7 +120,7 @@ struct Lane {
 }
 
 impl Lane {
-    fn start(index: usize, local: SocketAddr, router: Router, redis: Redis) -> io::Result<Self> {
+    fn start(index: usize, local: SocketAddr, router: Router) -> io::Result<Self> {
         let (queue, incoming) = mpsc::unbounded_channel();
         let open = Arc::new(AtomicUsize::new(0));
         let (done_tx, done) = oneshot::channel();
@@ -141,7 +139,7 @@ impl Lane {
                     .context("building a lane's runtime")
                     .and_then(|runtime| {
                         LANE.set(Some(index));
-                        runtime.block_on(listener.serve(index, router, redis))
+                        runtime.block_on(listener.serve(index, router))
                     });
                 let _ = done_tx.send(result);
             })?;
@@ -178,8 +176,7 @@ struct LaneListener {
 }
 
 impl LaneListener {
-    async fn serve(mut self, index: usize, router: Router, redis: Redis) -> anyhow::Result<()> {
-        tokio::spawn(async move { redis.open_lane(index).await });
+    async fn serve(mut self, index: usize, router: Router) -> anyhow::Result<()> {
         let (drained_tx, drained) = oneshot::channel();
         self.drained = Some(drained_tx);
         // `tap_io` only to get axum's `ConnectInfo<SocketAddr>` for a listener of our own.

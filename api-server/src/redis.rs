@@ -27,8 +27,9 @@ pub struct Redis {
     /// connection is open.
     shared: Arc<Conn>,
     /// One connection per lane of [`crate::lanes`], each opened on (and driven by) its lane's
-    /// runtime; empty when the server runs without lanes (tests that build the state in process).
-    lanes: Arc<[OnceLock<Conn>]>,
+    /// runtime at the lane's first call; empty when the server runs without lanes (tests that
+    /// build the state in process).
+    lanes: Arc<[LaneConn]>,
     /// The runtime that opened `shared`, where its re-resolution runs: a lane's runtime stops
     /// before the admin port and the job queue are done with the shared connection.
     home: tokio::runtime::Handle,
@@ -39,6 +40,12 @@ struct Conn {
     handle: RedisHandle,
     /// One re-resolution at a time: without this every failing request would queue another.
     recovering: Arc<AtomicBool>,
+}
+
+#[derive(Default)]
+struct LaneConn {
+    conn: OnceLock<Conn>,
+    opening: AtomicBool,
 }
 
 impl Conn {
@@ -72,15 +79,15 @@ impl Redis {
         })
     }
 
-    /// Room for a connection per lane; each lane opens its own with [`open_lane`](Self::open_lane).
+    /// Room for a connection per lane, each opened by the lane's first call.
     pub fn with_lanes(mut self, lanes: usize) -> Self {
-        self.lanes = (0..lanes).map(|_| OnceLock::new()).collect();
+        self.lanes = (0..lanes).map(|_| LaneConn::default()).collect();
         self
     }
 
     /// Opens lane `lane`'s connection on the calling (lane's) runtime, retrying until Redis
     /// answers; until then the lane's calls use the shared connection.
-    pub async fn open_lane(&self, lane: usize) {
+    async fn open_lane(self, lane: usize) {
         let Some(slot) = self.lanes.get(lane) else {
             return;
         };
@@ -88,7 +95,7 @@ impl Redis {
         loop {
             match self.shared.handle.sibling().await {
                 Ok(handle) => {
-                    let _ = slot.set(Conn::new(handle));
+                    let _ = slot.conn.set(Conn::new(handle));
                     return;
                 }
                 Err(e) => {
@@ -100,12 +107,20 @@ impl Redis {
         }
     }
 
-    /// The calling lane's connection, or the shared one.
+    /// The calling lane's connection, or the shared one (outside the lanes, and in a lane until
+    /// its own is open: the first call starts opening it).
     fn conn(&self) -> (&Conn, bool) {
-        match lanes::current().and_then(|i| self.lanes.get(i)?.get()) {
-            Some(own) => (own, true),
-            None => (&self.shared, false),
+        if let Some(lane) = lanes::current()
+            && let Some(slot) = self.lanes.get(lane)
+        {
+            if let Some(own) = slot.conn.get() {
+                return (own, true);
+            }
+            if !slot.opening.swap(true, Ordering::AcqRel) {
+                tokio::spawn(self.clone().open_lane(lane));
+            }
         }
+        (&self.shared, false)
     }
 
     /// One attempt of `op` on this thread's connection; `name` labels the duration metric.

@@ -97,7 +97,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             let state = state.clone();
             move |_lane| routes::public(state.for_lane())
         },
-        state.redis.clone(),
         lanes,
         stop_rx.clone(),
     ));

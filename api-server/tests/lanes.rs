@@ -1,6 +1,6 @@
 //! The public port's lanes (`api_server::lanes`) on a real socket and a real Redis: where
-//! connections go, that each lane opens its own Redis connection, and that stopping finishes
-//! the request in flight before `serve` returns.
+//! connections go, that each lane opens its own Redis connection (`api_server::redis`), and
+//! that stopping finishes the request in flight before `serve` returns.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -67,18 +67,7 @@ async fn lanes_spread_connections_keep_them_and_drain_on_stop() -> anyhow::Resul
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr: SocketAddr = listener.local_addr()?;
     let (stop, stopped) = watch::channel(false);
-    let serving = tokio::spawn(lanes::serve(listener, router, redis, 2, stopped));
-
-    // The shared connection plus one per lane.
-    let mut clients = 0;
-    for _ in 0..50 {
-        clients = connected_clients(&server.url()).await?;
-        if clients == 3 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(clients, 3, "shared + 2 lane connections to Redis");
+    let serving = tokio::spawn(lanes::serve(listener, router, 2, stopped));
 
     // Four connections, opened one after another: the fewest-open rule alternates them, and
     // each stays on its lane for every request it carries.
@@ -102,6 +91,16 @@ async fn lanes_spread_connections_keep_them_and_drain_on_stop() -> anyhow::Resul
             "Some(1) api-lane-1 redis up",
         ]
     );
+    // Each lane's first call opened its own connection: the shared one plus one per lane.
+    let mut clients = 0;
+    for _ in 0..50 {
+        clients = connected_clients(&server.url()).await?;
+        if clients == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(clients, 3, "shared + 2 lane connections to Redis");
 
     // Stop with a request in flight: it finishes, then serve returns and the port is closed.
     let slow_client = one_connection_client();
