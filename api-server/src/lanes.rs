@@ -4,7 +4,7 @@
 //! Why: on the multi-threaded runtime a request's task, the Redis connection's I/O task and the
 //! connection's next request kept landing on different workers, and each hand-over woke the other
 //! thread (futex, context switch). Serving a connection, its requests and their Redis round trips
-//! on one thread cut the server's CPU per cache-hit GET by about a sixth (docs/benchmarks.md).
+//! on one thread cut the server's CPU per cache-hit GET by about a quarter (docs/benchmarks.md).
 //!
 //! One accept loop hands each new connection to the lane with the fewest open ones. A lane keeps
 //! a connection for its life (no work stealing), which is the price; behind a load balancer the
