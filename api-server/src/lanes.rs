@@ -69,13 +69,7 @@ pub async fn serve(
             biased;
             () = &mut stopped => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    let lane = started
-                        .iter()
-                        .min_by_key(|l| l.open.load(Ordering::Relaxed))
-                        .context("no lanes")?;
-                    lane.hand_over(stream, peer);
-                }
+                Ok((stream, peer)) => hand_over(&started, stream, peer)?,
                 Err(e) if is_connection_error(&e) => {}
                 // Out of file descriptors and the like: pause rather than spin.
                 Err(e) => {
@@ -141,6 +135,9 @@ impl Lane {
                         LANE.set(Some(index));
                         runtime.block_on(listener.serve(index, router))
                     });
+                if let Err(e) = &result {
+                    tracing::error!(lane = index, error = %format_args!("{e:#}"), "lane stopped");
+                }
                 let _ = done_tx.send(result);
             })?;
         Ok(Self {
@@ -150,18 +147,38 @@ impl Lane {
             done,
         })
     }
+}
 
-    fn hand_over(&self, stream: TcpStream, peer: SocketAddr) {
-        // A tokio stream belongs to its runtime's reactor; the lane registers it with its own.
-        match stream.into_std() {
-            Ok(stream) => {
-                self.open.fetch_add(1, Ordering::Relaxed);
-                if self.queue.send((stream, peer)).is_err() {
-                    self.open.fetch_sub(1, Ordering::Relaxed);
-                    tracing::error!(lane = self.index, "lane gone; connection dropped");
-                }
+/// Gives a new connection to the running lane with the fewest open connections. A lane whose
+/// server has ended (it cannot, short of a bug) gets no more; with none left serving, the
+/// server stops with an error rather than accept connections it would drop.
+fn hand_over(lanes: &[Lane], stream: TcpStream, peer: SocketAddr) -> anyhow::Result<()> {
+    // A tokio stream belongs to its runtime's reactor; the lane registers it with its own.
+    let mut connection = match stream.into_std() {
+        Ok(stream) => (stream, peer),
+        Err(e) => {
+            tracing::warn!(error = %e, "accepted connection unusable");
+            return Ok(());
+        }
+    };
+    loop {
+        let lane = lanes
+            .iter()
+            .filter(|l| !l.queue.is_closed())
+            .min_by_key(|l| l.open.load(Ordering::Relaxed))
+            .context("every lane has stopped serving")?;
+        // Counted before the lane can see (and close) it.
+        lane.open.fetch_add(1, Ordering::Relaxed);
+        match lane.queue.send(connection) {
+            Ok(()) => return Ok(()),
+            Err(mpsc::error::SendError(back)) => {
+                lane.open.fetch_sub(1, Ordering::Relaxed);
+                tracing::error!(
+                    lane = lane.index,
+                    "lane stopped serving; its share goes to the others"
+                );
+                connection = back;
             }
-            Err(e) => tracing::warn!(error = %e, "accepted connection unusable"),
         }
     }
 }
@@ -280,5 +297,57 @@ impl AsyncWrite for Counted {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.stream().poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lane(
+        index: usize,
+        open: usize,
+    ) -> (
+        Lane,
+        mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr)>,
+    ) {
+        let (queue, incoming) = mpsc::unbounded_channel();
+        let (_, done) = oneshot::channel();
+        let lane = Lane {
+            index,
+            queue,
+            open: Arc::new(AtomicUsize::new(open)),
+            done,
+        };
+        (lane, incoming)
+    }
+
+    async fn accepted(listener: &TcpListener) -> (TcpStream, SocketAddr) {
+        let addr = listener.local_addr().expect("bound");
+        let (accepted, _client) = tokio::join!(listener.accept(), TcpStream::connect(addr));
+        accepted.expect("accepted")
+    }
+
+    #[tokio::test]
+    async fn a_stopped_lane_gets_no_connections_and_none_left_is_an_error() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bound");
+        // Lane 0 has the fewest connections but has stopped (its receiver is gone).
+        let (stopped, gone) = lane(0, 0);
+        let (busy, mut incoming) = lane(1, 5);
+        drop(gone);
+        let lanes = [stopped, busy];
+
+        let (stream, peer) = accepted(&listener).await;
+        hand_over(&lanes, stream, peer).expect("handed to lane 1");
+        let (_, got) = incoming.try_recv().expect("lane 1 got it");
+        assert_eq!(got, peer);
+        assert_eq!(lanes[0].open.load(Ordering::Relaxed), 0);
+        assert_eq!(lanes[1].open.load(Ordering::Relaxed), 6);
+
+        drop(incoming);
+        let (stream, peer) = accepted(&listener).await;
+        let err = hand_over(&lanes, stream, peer).expect_err("no lane serving");
+        assert_eq!(err.to_string(), "every lane has stopped serving");
+        assert_eq!(lanes[1].open.load(Ordering::Relaxed), 6);
     }
 }

@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use tower::ServiceExt as _;
 
 use crate::config::ServeArgs;
-use crate::files::{Files, FilesSetupError};
+use crate::files::{FilesConfig, FilesSetupError};
 use crate::observability::Metrics;
 use crate::problem::Problem;
 use crate::redis::Redis;
@@ -29,6 +29,20 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     let metrics = Metrics::new();
     let endpoint = args.redis.endpoint()?;
+    let files = match FilesConfig::from_args(&args.files) {
+        Ok(files) => files,
+        // A bucket named without any way to sign (e.g. emulators for Firestore and Auth but
+        // none for Storage): serve everything else. A key that is configured but broken stops
+        // the server here, before it binds anything.
+        Err(e @ FilesSetupError::NoSigner) => {
+            tracing::error!(error = %e, "the Files API is off");
+            None
+        }
+        Err(e) => return Err(e).context("setting up file storage"),
+    };
+    if files.is_none() {
+        tracing::info!("file storage not configured: the Files API answers 503");
+    }
 
     // Both ports are bound first: the admin port answers /healthz (alive) and /readyz (not
     // ready, and why) while Redis and Firestore are still unreachable, so a replica that starts
@@ -72,20 +86,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             return Ok(());
         }
     };
-    let files = match Files::from_args(&args.files, db.clone(), metrics.clone()) {
-        Ok(files) => files,
-        // A bucket named without any way to sign (e.g. emulators for Firestore and Auth but
-        // none for Storage): serve everything else; a key that is configured but broken is
-        // still fatal below.
-        Err(e @ FilesSetupError::NoSigner) => {
-            tracing::error!(error = %e, "the Files API is off");
-            None
-        }
-        Err(e) => return Err(e).context("setting up file storage"),
-    };
-    if files.is_none() {
-        tracing::info!("file storage not configured: the Files API answers 503");
-    }
+    let files = files.map(|config| config.with_store(db.clone(), metrics.clone()));
     let lanes = lanes::count(args.threads);
     let state = AppState::with_files(&args, redis.with_lanes(lanes), db, metrics, files);
     startup.ready(routes::admin(state.clone()));

@@ -78,6 +78,27 @@ impl Files {
         db: FirestoreDb,
         metrics: Metrics,
     ) -> Result<Option<Self>, FilesSetupError> {
+        Ok(FilesConfig::from_args(args)?.map(|config| config.with_store(db, metrics)))
+    }
+}
+
+/// [`Files`] before it has its Firestore store: read and checked (key file, content types,
+/// Storage client) before the server binds or connects anywhere, so a broken setting stops it
+/// at once with its error instead of after it started answering health checks.
+pub struct FilesConfig {
+    bucket: String,
+    signer: Arc<dyn Signer>,
+    target: UrlTarget,
+    objects: ObjectClient,
+    upload_ttl: Duration,
+    download_ttl: Duration,
+    max_size: u64,
+    content_types: HashSet<String>,
+}
+
+impl FilesConfig {
+    /// `None` when no bucket is configured.
+    pub fn from_args(args: &FilesArgs) -> Result<Option<Self>, FilesSetupError> {
         let Some(bucket) = args.storage.storage_bucket.clone() else {
             return Ok(None);
         };
@@ -109,7 +130,6 @@ impl Files {
         Ok(Some(Self {
             signer: signer(args, emulator.is_some())?,
             objects: ObjectClient::from_config(emulator)?,
-            store: FileStore::new(db, metrics),
             bucket,
             target,
             upload_ttl: Duration::from_secs(args.files_upload_url_seconds),
@@ -117,6 +137,20 @@ impl Files {
             max_size: args.storage.storage_max_upload_bytes,
             content_types,
         }))
+    }
+
+    pub fn with_store(self, db: FirestoreDb, metrics: Metrics) -> Files {
+        Files {
+            bucket: self.bucket,
+            signer: self.signer,
+            target: self.target,
+            objects: self.objects,
+            store: FileStore::new(db, metrics),
+            upload_ttl: self.upload_ttl,
+            download_ttl: self.download_ttl,
+            max_size: self.max_size,
+            content_types: self.content_types,
+        }
     }
 }
 
