@@ -50,17 +50,22 @@ pub fn count(configured: usize) -> usize {
 
 /// Serves the router `router(lane)` builds for each lane on `listener` with `lanes` lanes until
 /// `stop` turns true, then stops accepting and returns once every lane's connections have
-/// finished.
+/// finished. The lanes' runtimes keep running until the returned [`Parked`] is dropped: tasks
+/// started on a lane (the job queue's committer, a Redis connection reopened there after a
+/// failover) may still serve the main runtime and the other lanes.
 pub async fn serve(
     listener: TcpListener,
     router: impl Fn(usize) -> Router,
     lanes: usize,
     stop: watch::Receiver<bool>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Parked> {
     let local = listener.local_addr()?;
     let mut started = Vec::with_capacity(lanes);
+    let mut parked = Parked(Vec::with_capacity(lanes));
     for lane in 0..lanes {
-        started.push(Lane::start(lane, local, router(lane))?);
+        let (lane, release) = Lane::start(lane, local, router(lane))?;
+        started.push(lane);
+        parked.0.push(release);
     }
     let stopped = shutdown::stopped(stop);
     tokio::pin!(stopped);
@@ -80,20 +85,34 @@ pub async fn serve(
         }
     }
     drop(listener);
+    // Every lane starts draining at once (closing its queue lets it take what was handed over,
+    // then its graceful shutdown begins); then wait for all of them. As with a plain
+    // `axum::serve`, a connection whose first request has not arrived by then is closed
+    // unanswered; the drain period before `stop` (readiness false, `Connection: close`) is
+    // what keeps clients from opening new ones now.
+    let (queues, done): (Vec<_>, Vec<_>) = started
+        .into_iter()
+        .map(|l| (l.queue, (l.index, l.done)))
+        .unzip();
+    drop(queues);
     let mut failed = None;
-    for lane in started {
-        // Closing its queue lets the lane serve what was handed over, then drain.
-        drop(lane.queue);
-        let result = match lane.done.await {
+    for (index, done) in done {
+        let result = match done.await {
             Ok(result) => result,
-            Err(_) => Err(anyhow::anyhow!("lane {} panicked", lane.index)),
+            Err(_) => Err(anyhow::anyhow!(
+                "lane {index} ended without a result (it panicked, or its runtime did not start)"
+            )),
         };
         if let Err(e) = result {
             failed.get_or_insert(e);
         }
     }
-    failed.map_or(Ok(()), Err)
+    failed.map_or(Ok(parked), Err)
 }
+
+/// Lanes whose servers have finished, still running their runtimes' other tasks; dropping it
+/// lets their threads end.
+pub struct Parked(Vec<oneshot::Sender<()>>);
 
 fn is_connection_error(e: &io::Error) -> bool {
     matches!(
@@ -114,38 +133,53 @@ struct Lane {
 }
 
 impl Lane {
-    fn start(index: usize, local: SocketAddr, router: Router) -> io::Result<Self> {
+    fn start(
+        index: usize,
+        local: SocketAddr,
+        router: Router,
+    ) -> io::Result<(Self, oneshot::Sender<()>)> {
         let (queue, incoming) = mpsc::unbounded_channel();
         let open = Arc::new(AtomicUsize::new(0));
         let (done_tx, done) = oneshot::channel();
+        let (release, released) = oneshot::channel::<()>();
         let listener = LaneListener {
             incoming,
             open: open.clone(),
             local,
             drained: None,
         };
+        let lane = async move {
+            let result = listener.serve(index, router).await;
+            if let Err(e) = &result {
+                tracing::error!(lane = index, error = %format_args!("{e:#}"), "lane stopped");
+            }
+            let _ = done_tx.send(result);
+            let _ = released.await;
+        };
         std::thread::Builder::new()
             .name(format!("api-lane-{index}"))
             .spawn(move || {
-                let result = tokio::runtime::Builder::new_current_thread()
+                match tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
-                    .context("building a lane's runtime")
-                    .and_then(|runtime| {
+                {
+                    Ok(runtime) => {
                         LANE.set(Some(index));
-                        runtime.block_on(listener.serve(index, router))
-                    });
-                if let Err(e) = &result {
-                    tracing::error!(lane = index, error = %format_args!("{e:#}"), "lane stopped");
+                        runtime.block_on(lane);
+                    }
+                    // `done` reports the lane gone; `serve` fails on the first connection.
+                    Err(e) => {
+                        tracing::error!(lane = index, error = %e, "building a lane's runtime")
+                    }
                 }
-                let _ = done_tx.send(result);
             })?;
-        Ok(Self {
+        let lane = Self {
             index,
             queue,
             open,
             done,
-        })
+        };
+        Ok((lane, release))
     }
 }
 

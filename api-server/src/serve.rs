@@ -92,7 +92,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     startup.ready(routes::admin(state.clone()));
     tracing::info!(threads = lanes, "Redis and Firestore reachable: serving");
 
-    let public_task = tokio::spawn(lanes::serve(
+    let mut public_task = tokio::spawn(lanes::serve(
         public,
         {
             let state = state.clone();
@@ -102,24 +102,42 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         stop_rx.clone(),
     ));
 
-    shutdown::drain_on_signal(
+    let drain = shutdown::drain_on_signal(
         state.clone(),
         Duration::from_secs(args.drain_seconds),
         stop_tx,
-    )
-    .await;
+    );
+    tokio::select! {
+        () = drain => {}
+        // Only a fault ends the public server before a signal: exit with it, so the pod is
+        // restarted instead of staying up (and ready) with its public port closed.
+        ended = &mut public_task => {
+            let cause = match ended {
+                Ok(Ok(_)) => anyhow::anyhow!("it returned without being told to stop"),
+                Ok(Err(e)) => e,
+                Err(e) => anyhow::Error::from(e),
+            };
+            return Err(cause.context("the public port stopped serving"));
+        }
+    }
     let grace = Duration::from_secs(args.shutdown_grace_seconds);
-    match tokio::time::timeout(grace, async { tokio::join!(public_task, admin_task) }).await {
+    let finished = tokio::time::timeout(grace, async { tokio::join!(public_task, admin_task) });
+    // Held to the end: the lanes' runtimes may still run tasks the rest relies on.
+    let _parked = match finished.await {
         Ok((p, a)) => {
-            p.context("public server task")?.context("public server")?;
+            let parked = p.context("public server task")?.context("public server")?;
             a.context("admin server task")?.context("admin server")?;
             tracing::info!("all requests finished; exiting");
+            Some(parked)
         }
-        Err(_) => tracing::warn!(
-            grace_s = grace.as_secs(),
-            "grace period over with requests still running; exiting"
-        ),
-    }
+        Err(_) => {
+            tracing::warn!(
+                grace_s = grace.as_secs(),
+                "grace period over with requests still running; exiting"
+            );
+            None
+        }
+    };
     Ok(())
 }
 

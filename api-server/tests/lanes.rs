@@ -102,7 +102,9 @@ async fn lanes_spread_connections_keep_them_and_drain_on_stop() -> anyhow::Resul
     }
     assert_eq!(clients, 3, "shared + 2 lane connections to Redis");
 
-    // Stop with a request in flight: it finishes, then serve returns and the port is closed.
+    // Stop with a request in flight (on lane 0, which ties with lane 1 at two connections): it
+    // finishes, and meanwhile every lane drains at once, so the idle keep-alive connections of
+    // both lanes are closed and a new request on them finds no server.
     let slow_client = one_connection_client();
     let in_flight = tokio::spawn(async move {
         let r = slow_client
@@ -113,11 +115,18 @@ async fn lanes_spread_connections_keep_them_and_drain_on_stop() -> anyhow::Resul
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
     stop.send(true)?;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for (i, client) in held.iter().enumerate() {
+        let late = client.get(&url).send().await;
+        assert!(
+            late.is_err(),
+            "connection {i} (lane {}) served a request after the stop: {late:?}",
+            i % 2
+        );
+    }
     let (status, body) = in_flight.await??;
     assert_eq!((status.as_u16(), body.as_str()), (200, "done"));
-    // Idle keep-alive connections (still held) do not keep it open.
-    tokio::time::timeout(Duration::from_secs(5), serving).await???;
-    drop(held);
+    let _parked = tokio::time::timeout(Duration::from_secs(5), serving).await???;
     assert!(
         tokio::net::TcpStream::connect(addr).await.is_err(),
         "the listener is closed after serve returns"

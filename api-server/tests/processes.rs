@@ -536,27 +536,32 @@ async fn sigterm_under_load_fails_no_request() -> anyhow::Result<()> {
     terminated.store(true, Ordering::SeqCst);
     let started = Instant::now();
     // While draining, every lane answers with `Connection: close` (the lanes' copies of the
-    // state share the draining flag). New connections, so they spread over the lanes.
-    let mut closing = 0;
-    for _ in 0..60 {
-        let r = reqwest::Client::new()
-            .get(&urls[0].0)
-            .bearer_auth(&token)
-            .send()
-            .await?;
-        let close = r
-            .headers()
-            .get(axum::http::header::CONNECTION)
-            .is_some_and(|v| v == "close");
-        closing = if close { closing + 1 } else { 0 };
-        if closing == 4 {
+    // state share the draining flag). Rounds of 8 new connections at once, which the accept
+    // loop spreads over the lanes, until one round is all `close`.
+    let mut all_close = false;
+    for _ in 0..40 {
+        let probes = (0..8).map(|_| {
+            reqwest::Client::new()
+                .get(&urls[0].0)
+                .bearer_auth(&token)
+                .send()
+        });
+        let replies = futures::future::join_all(probes).await;
+        all_close = replies.iter().all(|r| {
+            r.as_ref().is_ok_and(|r| {
+                r.headers()
+                    .get(axum::http::header::CONNECTION)
+                    .is_some_and(|v| v == "close")
+            })
+        });
+        if all_close {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(
-        closing, 4,
-        "no run of Connection: close answers while draining"
+    assert!(
+        all_close,
+        "no round of answers all saying Connection: close while draining"
     );
     let status = loop {
         if let Some(s) = servers[0].child.try_wait()? {
