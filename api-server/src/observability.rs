@@ -67,6 +67,15 @@ struct Inner {
     firestore: HistogramFamily<CallLabels>,
     key_fetches: Family<ResultLabel, Counter>,
     queue: platform::queue::QueueMetrics,
+    hot: Hot,
+}
+
+/// The series a cache-hit GET touches, looked up once: a family lookup takes the family's lock
+/// and hashes the label set on every call, from every lane.
+struct Hot {
+    cache_hit: Counter,
+    allowed: Counter,
+    admit_ok: Histogram,
 }
 
 fn latency_histogram() -> Histogram {
@@ -128,8 +137,20 @@ impl Metrics {
         // The job queue's enqueue side (`queue_jobs_enqueued_total`, ...), same names as the
         // worker's, so one query covers both.
         let queue = platform::queue::QueueMetrics::register_publisher(&mut registry);
+        let hot = Hot {
+            cache_hit: cache.get_or_create(&result_label("hit")).clone(),
+            allowed: rate_limit
+                .get_or_create(&DecisionLabel {
+                    decision: Cow::Borrowed("allowed"),
+                })
+                .clone(),
+            admit_ok: redis
+                .get_or_create(&call_labels(Cow::Borrowed("admit"), true))
+                .clone(),
+        };
         Self {
             inner: Arc::new(Inner {
+                hot,
                 queue,
                 registry,
                 http,
@@ -163,12 +184,11 @@ impl Metrics {
     }
 
     pub fn cache(&self, result: &'static str) {
-        self.inner
-            .cache
-            .get_or_create(&ResultLabel {
-                result: Cow::Borrowed(result),
-            })
-            .inc();
+        if result == "hit" {
+            self.inner.hot.cache_hit.inc();
+            return;
+        }
+        self.inner.cache.get_or_create(&result_label(result)).inc();
     }
 
     pub fn cache_count(&self, result: &str) -> u64 {
@@ -181,6 +201,10 @@ impl Metrics {
     }
 
     pub fn rate_limit(&self, decision: &'static str) {
+        if decision == "allowed" {
+            self.inner.hot.allowed.inc();
+            return;
+        }
         self.inner
             .rate_limit
             .get_or_create(&DecisionLabel {
@@ -208,6 +232,10 @@ impl Metrics {
     }
 
     pub fn redis_duration(&self, operation: &'static str, ok: bool, elapsed: Duration) {
+        if ok && operation == "admit" {
+            self.inner.hot.admit_ok.observe(elapsed.as_secs_f64());
+            return;
+        }
         self.inner
             .redis
             .get_or_create(&call_labels(Cow::Borrowed(operation), ok))
@@ -237,6 +265,12 @@ impl Metrics {
                 result: Cow::Owned(result.into()),
             })
             .get()
+    }
+}
+
+fn result_label(result: &'static str) -> ResultLabel {
+    ResultLabel {
+        result: Cow::Borrowed(result),
     }
 }
 

@@ -603,3 +603,25 @@ async fn a_request_stuck_on_a_frozen_firestore_answers_504_and_the_next_one_is_s
     assert_eq!(served.body["data"], json!({"title": "frozen"}));
     Ok(())
 }
+
+#[tokio::test]
+async fn a_limit_above_one_per_microsecond_still_reports_what_remains() -> anyhow::Result<()> {
+    // 10^8 per 60 s is finer than the script's 1 µs step: without the clamp its emission
+    // interval was 0 and the remaining count came back as i64::MIN (RateLimit: r=0).
+    let f = fixture_with(&["--rate-limit", "100000000"]).await?;
+    for _ in 0..2 {
+        let r = call(&f.state, "GET", "/v1/notes", "ann", &[], None).await?;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        let value = header_of(&r, header::HeaderName::from_static("ratelimit")).to_string();
+        let remaining: u64 = value
+            .split(';')
+            .find_map(|p| p.strip_prefix("r="))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_default();
+        assert!(
+            remaining > 50_000_000 && remaining <= 60_000_000,
+            "RateLimit: {value}"
+        );
+    }
+    Ok(())
+}
