@@ -48,14 +48,14 @@ pub fn count(configured: usize) -> usize {
     }
 }
 
-/// Serves the router `router(lane)` builds for each lane on `listener` with `lanes` lanes until
+/// Serves a router `router()` builds for each lane on `listener` with `lanes` lanes until
 /// `stop` turns true, then stops accepting and returns once every lane's connections have
 /// finished. The lanes' runtimes keep running until the returned [`Parked`] is dropped: tasks
 /// started on a lane (the job queue's committer, a Redis connection reopened there after a
 /// failover) may still serve the main runtime and the other lanes.
 pub async fn serve(
     listener: TcpListener,
-    router: impl Fn(usize) -> Router,
+    router: impl Fn() -> Router,
     lanes: usize,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<Parked> {
@@ -63,7 +63,7 @@ pub async fn serve(
     let mut started = Vec::with_capacity(lanes);
     let mut parked = Parked(Vec::with_capacity(lanes));
     for lane in 0..lanes {
-        let (lane, release) = Lane::start(lane, local, router(lane))?;
+        let (lane, release) = Lane::start(lane, local, router())?;
         started.push(lane);
         parked.0.push(release);
     }
@@ -142,14 +142,15 @@ impl Lane {
         let open = Arc::new(AtomicUsize::new(0));
         let (done_tx, done) = oneshot::channel();
         let (release, released) = oneshot::channel::<()>();
+        let (drained_tx, drained) = oneshot::channel();
         let listener = LaneListener {
             incoming,
             open: open.clone(),
             local,
-            drained: None,
+            drained: Some(drained_tx),
         };
         let lane = async move {
-            let result = listener.serve(index, router).await;
+            let result = listener.serve(index, router, drained).await;
             if let Err(e) = &result {
                 tracing::error!(lane = index, error = %format_args!("{e:#}"), "lane stopped");
             }
@@ -227,9 +228,12 @@ struct LaneListener {
 }
 
 impl LaneListener {
-    async fn serve(mut self, index: usize, router: Router) -> anyhow::Result<()> {
-        let (drained_tx, drained) = oneshot::channel();
-        self.drained = Some(drained_tx);
+    async fn serve(
+        self,
+        index: usize,
+        router: Router,
+        drained: oneshot::Receiver<()>,
+    ) -> anyhow::Result<()> {
         // `tap_io` only to get axum's `ConnectInfo<SocketAddr>` for a listener of our own.
         let listener = self.tap_io(|_| {});
         axum::serve(

@@ -30,8 +30,8 @@ pub struct Redis {
     /// runtime at the lane's first call; empty when the server runs without lanes (tests that
     /// build the state in process).
     lanes: Arc<[LaneConn]>,
-    /// The runtime that opened `shared`, where its re-resolution runs: a lane's runtime stops
-    /// before the admin port and the job queue are done with the shared connection.
+    /// The runtime that opened `shared`, where its re-resolution runs, so that its I/O task
+    /// stays on the main runtime with its other users (admin port, job queue, startup).
     home: tokio::runtime::Handle,
     metrics: Metrics,
 }

@@ -96,7 +96,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         public,
         {
             let state = state.clone();
-            move |_lane| routes::public(state.for_lane())
+            move || routes::public(state.for_lane())
         },
         lanes,
         stop_rx.clone(),

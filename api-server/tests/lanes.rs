@@ -61,7 +61,7 @@ async fn lanes_spread_connections_keep_them_and_drain_on_stop() -> anyhow::Resul
         .await?
         .with_lanes(2);
     let state = redis.clone();
-    let router = move |_lane| {
+    let router = move || {
         Router::new()
             .route("/where", get(where_served))
             .route("/slow", get(slow))
