@@ -494,26 +494,46 @@ fn request_trace(
 
 /// The request's log line, as the JSON layer would write `info!(http.method, http.route,
 /// http.status, latency_ms, "request")` with the request's trace ids, written directly (see
-/// [`platform::telemetry::write_json_line`]). It is not a `tracing` event, so an exported
-/// request span has no "request" event; the span has the status (`http.response.status_code`)
-/// and its duration.
-#[derive(serde::Serialize)]
+/// [`platform::telemetry::write_line`]). It is not a `tracing` event, so an exported request
+/// span has no "request" event; the span has the status (`http.response.status_code`) and its
+/// duration.
 struct RequestLine<'a> {
-    timestamp: String,
-    level: &'static str,
-    message: &'static str,
-    #[serde(rename = "http.method")]
     method: &'a str,
-    #[serde(rename = "http.route")]
     route: &'a str,
-    #[serde(rename = "http.status")]
     status: u16,
     latency_ms: f64,
-    target: &'static str,
     trace_id: &'a str,
     span_id: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
     parent_span_id: Option<&'a str>,
+}
+
+impl RequestLine<'_> {
+    /// The JSON object, keys in the JSON layer's order, the timestamp taken now.
+    fn write(&self, out: &mut Vec<u8>) {
+        use platform::telemetry::write_json_str as string;
+        out.extend_from_slice(br#"{"timestamp":""#);
+        platform::telemetry::write_timestamp(out);
+        out.extend_from_slice(br#"","level":"INFO","message":"request","http.method":"#);
+        string(out, self.method);
+        out.extend_from_slice(br#","http.route":"#);
+        string(out, self.route);
+        out.extend_from_slice(br#","http.status":"#);
+        out.extend_from_slice(itoa::Buffer::new().format(self.status).as_bytes());
+        out.extend_from_slice(br#","latency_ms":"#);
+        // serde_json's float format; writing into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, &self.latency_ms);
+        out.extend_from_slice(br#","target":"#);
+        string(out, module_path!());
+        out.extend_from_slice(br#","trace_id":"#);
+        string(out, self.trace_id);
+        out.extend_from_slice(br#","span_id":"#);
+        string(out, self.span_id);
+        if let Some(parent) = self.parent_span_id {
+            out.extend_from_slice(br#","parent_span_id":"#);
+            string(out, parent);
+        }
+        out.push(b'}');
+    }
 }
 
 /// Per request: trace context into the extensions and span, the duration histogram, and one
@@ -552,19 +572,16 @@ where
         span.record("http.response.status_code", status);
     }
     if tracing::enabled!(tracing::Level::INFO) {
-        platform::telemetry::write_json_line(&RequestLine {
-            timestamp: platform::telemetry::timestamp(),
-            level: "INFO",
-            message: "request",
+        let line = RequestLine {
             method: &method,
             route,
             status,
             latency_ms: elapsed.as_secs_f64() * 1000.0,
-            target: module_path!(),
             trace_id: &ids.trace_id,
             span_id: &ids.span_id,
             parent_span_id: ids.parent_span_id.as_deref(),
-        });
+        };
+        platform::telemetry::write_line(|out| line.write(out));
     }
     metrics.http(
         HttpLabels {
@@ -580,6 +597,49 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_request_line_is_json_with_the_json_layer_s_keys() {
+        for (route, parent) in [
+            ("/v1/{collection}/{id}", Some("00f067aa0ba902b7")),
+            ("odd \"route\"\n", None),
+        ] {
+            let line = RequestLine {
+                method: "GET",
+                route,
+                status: 304,
+                latency_ms: 1.25,
+                trace_id: "4bf92f3577b34da6a3ce929d0e0e4736",
+                span_id: "a3ce929d0e0e4736",
+                parent_span_id: parent,
+            };
+            let mut out = Vec::new();
+            line.write(&mut out);
+            let text = String::from_utf8(out).expect("UTF-8");
+            let mut v: serde_json::Value = serde_json::from_str(&text).expect(&text);
+            let at: jiff::Timestamp = v["timestamp"]
+                .as_str()
+                .expect("timestamp")
+                .parse()
+                .expect("RFC 3339");
+            assert!(
+                (jiff::Timestamp::now() - at).get_seconds().abs() < 5,
+                "{at}"
+            );
+            v.as_object_mut().expect("object").remove("timestamp");
+            let mut expected = serde_json::json!({
+                "level": "INFO", "message": "request", "http.method": "GET",
+                "http.route": route, "http.status": 304, "latency_ms": 1.25,
+                "target": "api_server::observability",
+                "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736", "span_id": "a3ce929d0e0e4736",
+            });
+            if let Some(p) = parent {
+                expected["parent_span_id"] = p.into();
+            }
+            assert_eq!(v, expected);
+            assert!(text.starts_with(r#"{"timestamp":""#), "{text}");
+        }
+    }
 
     #[test]
     fn traceparent_is_parsed_and_invalid_ones_are_replaced() {

@@ -11,8 +11,9 @@
 
 use std::net::SocketAddr;
 
+use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -21,6 +22,9 @@ use crate::observability::Metrics;
 use crate::problem::Problem;
 use crate::redis::Redis;
 use crate::state::AppState;
+
+const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 
 const GCRA: &str = r#"
 local t = redis.call('TIME')
@@ -221,14 +225,19 @@ impl RateLimiter {
     }
 
     fn headers(&self, d: &Decision, headers: &mut HeaderMap) {
-        headers.insert("ratelimit-policy", self.policy.clone());
-        let value = format!(
-            r#""default";r={};t={}"#,
-            d.remaining,
-            d.reset_ms.div_ceil(1000)
+        headers.insert(RATELIMIT_POLICY, self.policy.clone());
+        let mut value = Vec::with_capacity(40);
+        value.extend_from_slice(br#""default";r="#);
+        value.extend_from_slice(itoa::Buffer::new().format(d.remaining).as_bytes());
+        value.extend_from_slice(b";t=");
+        value.extend_from_slice(
+            itoa::Buffer::new()
+                .format(d.reset_ms.div_ceil(1000))
+                .as_bytes(),
         );
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            headers.insert("ratelimit", v);
+        // Quotes, letters, digits and punctuation: always a valid value.
+        if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(value)) {
+            headers.insert(RATELIMIT, v);
         }
     }
 }

@@ -497,6 +497,70 @@ async fn a_cache_hit_get_is_one_redis_call_and_returns_the_stored_bytes() -> any
     Ok(())
 }
 
+/// A rolling upgrade: entries the previous release wrote (`<µs>|{"state":...}`) are still
+/// served from the cache, and what this release writes is the pre-rendered response.
+#[tokio::test]
+async fn entries_written_by_the_previous_release_are_still_hits() -> anyhow::Result<()> {
+    let f = fixture().await?;
+    let s = &f.state;
+    let created = call(
+        s,
+        "POST",
+        "/v1/notes",
+        "ann",
+        &[],
+        Some(br#"{"v":1}"#.to_vec()),
+    )
+    .await?;
+    let id = created.body["id"].as_str().unwrap_or_default().to_string();
+    let key = format!("doc:notes:{id}");
+    let client = redis::Client::open(f.redis_url.as_str())?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let written: Vec<u8> = redis::cmd("GET").arg(&key).query_async(&mut conn).await?;
+    let etag = header_of(&created, header::ETAG).to_string();
+    let (micros, entry) = std::str::from_utf8(&written)?
+        .split_once('|')
+        .ok_or_else(|| anyhow::anyhow!("no version prefix"))?;
+    assert!(
+        entry.starts_with(&format!("={etag}|3:ann{{")),
+        "pre-rendered entry: {entry}"
+    );
+
+    // The same version as the previous release stored it, with data Firestore does not have,
+    // so a hit is told apart from a Firestore read.
+    let (seconds, nanos) = etag
+        .trim_matches('"')
+        .split_once('.')
+        .ok_or_else(|| anyhow::anyhow!("etag {etag}"))?;
+    let legacy = serde_json::json!({
+        "state": "found",
+        "doc": {"id": id, "owner": "ann", "data": {"v": "cached"},
+                "version": {"seconds": seconds.parse::<i64>()?, "nanos": nanos.parse::<i32>()?}},
+    });
+    redis::cmd("SET")
+        .arg(&key)
+        .arg(format!("{micros}|{legacy}"))
+        .query_async::<()>(&mut conn)
+        .await?;
+    let reads = s.documents.store.reads();
+    let read = call(s, "GET", &format!("/v1/notes/{id}"), "ann", &[], None).await?;
+    assert_eq!(read.status, StatusCode::OK, "{}", read.body);
+    assert_eq!(read.body["data"]["v"], "cached");
+    assert_eq!(read.body["owner"], "ann");
+    assert_eq!(read.body["collection"], "notes");
+    assert_eq!(header_of(&read, header::ETAG), etag);
+    assert_eq!(
+        s.documents.store.reads() - reads,
+        0,
+        "served from the cache"
+    );
+    assert_problem(
+        &call(s, "GET", &format!("/v1/notes/{id}"), "bob", &[], None).await?,
+        404,
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn reads_are_served_from_firestore_when_redis_is_down() -> anyhow::Result<()> {
     let mut f = fixture().await?;

@@ -204,13 +204,14 @@ struct LogWriter(Option<BatchedStdout>);
 /// The JSON layer's writer, for [`write_json_line`].
 static LINES: std::sync::OnceLock<LogWriter> = std::sync::OnceLock::new();
 
-/// Writes `line` as one JSON log line through the installed writer (nothing before
-/// [`init`]): for a line a server writes on every request, where going through `tracing`
-/// (field visitors, JSON values, dispatch) cost about 16,000 instructions per line and this
-/// about 5,000 (callgrind, api-server/tests/bench.rs). Give it the shape of the other lines:
-/// `timestamp` (see [`timestamp`]), `level`, `message`, fields, `target`, and the ids of
-/// [`trace_ids`].
-pub fn write_json_line<T: serde::Serialize>(line: &T) {
+/// Writes one log line, which `render` writes into the buffer it is given as a JSON object
+/// (no newline), through the installed writer (nothing before [`init`]): for a line a server
+/// writes on every request, where going through `tracing` (field visitors, JSON values,
+/// dispatch) cost about 16,000 instructions per line and serialising a struct with serde_json
+/// about 4,000 (callgrind, api-server/tests/bench.rs). Give it the shape of the other lines:
+/// `timestamp` (see [`write_timestamp`]), `level`, `message`, fields, `target`, and the ids of
+/// [`trace_ids`]; [`write_json_str`] writes a string value.
+pub fn write_line(render: impl FnOnce(&mut Vec<u8>)) {
     thread_local! {
         static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
@@ -222,19 +223,31 @@ pub fn write_json_line<T: serde::Serialize>(line: &T) {
             return;
         };
         buf.clear();
-        if serde_json::to_writer(&mut *buf, line).is_ok() {
-            buf.push(b'\n');
-            // Nowhere to report a failed log write; keep serving.
-            let _ = writer.make_writer().write_all(&buf);
-        }
+        render(&mut buf);
+        buf.push(b'\n');
+        // Nowhere to report a failed log write; keep serving.
+        let _ = writer.make_writer().write_all(&buf);
     });
 }
 
+/// `s` as a JSON string, as serde_json writes it. Labels and ids need no escaping, and
+/// checking that is much cheaper than serde_json's escaping loop, which is only run for the
+/// strings that need it.
+pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        // Writing a string into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, s);
+    }
+}
+
 /// The current time as the JSON layer writes it (RFC 3339, UTC, microseconds:
-/// `2026-11-26T14:10:03.123456Z`). The date and time of day are formatted once a second
-/// per thread.
-pub fn timestamp() -> String {
-    use std::fmt::Write as _;
+/// `2026-11-26T14:10:03.123456Z`, without quotes). The date and time of day are formatted
+/// once a second per thread.
+pub fn write_timestamp(out: &mut Vec<u8>) {
     thread_local! {
         static SECOND: std::cell::RefCell<(u64, String)> =
             const { std::cell::RefCell::new((u64::MAX, String::new())) };
@@ -253,11 +266,15 @@ pub fn timestamp() -> String {
                 .unwrap_or_default();
             *cached = (seconds, formatted);
         }
-        let mut out = String::with_capacity(28);
-        out.push_str(&cached.1);
-        let _ = write!(out, ".{:06}Z", now.subsec_micros());
-        out
-    })
+        out.extend_from_slice(cached.1.as_bytes());
+    });
+    // `.` and six digits, zero-padded.
+    let micros = now.subsec_micros() + 1_000_000;
+    let mut digits = itoa::Buffer::new();
+    let digits = digits.format(micros).as_bytes();
+    out.push(b'.');
+    out.extend_from_slice(&digits[1..]);
+    out.push(b'Z');
 }
 
 impl<'a> MakeWriter<'a> for LogWriter {
@@ -402,6 +419,34 @@ mod tests {
 
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
+        }
+    }
+
+    fn timestamp() -> String {
+        let mut out = Vec::new();
+        write_timestamp(&mut out);
+        String::from_utf8(out).expect("UTF-8")
+    }
+
+    #[test]
+    fn json_strings_are_written_as_serde_json_writes_them() {
+        for s in [
+            "",
+            "GET",
+            "/v1/{collection}/{id}",
+            "a\"b",
+            "back\\slash",
+            "tab\t",
+            "\u{1}",
+            "é\u{7f}",
+        ] {
+            let mut ours = Vec::new();
+            write_json_str(&mut ours, s);
+            assert_eq!(
+                String::from_utf8(ours).expect("UTF-8"),
+                serde_json::to_string(s).expect("json"),
+                "{s:?}"
+            );
         }
     }
 

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Bytes;
+use axum::http::HeaderValue;
 use futures::FutureExt as _;
 use futures::future::{BoxFuture, Shared};
 use serde::{Deserialize, Serialize};
@@ -39,29 +40,29 @@ redis.call('SET', KEYS[1], ARGV[1] .. '|' .. ARGV[2], 'PX', ARGV[3])
 return 1
 "#;
 
-/// What Redis holds for a key.
-#[derive(Serialize, Deserialize)]
-#[serde(tag = "state", rename_all = "snake_case")]
-enum Entry {
-    Found { doc: StoredDoc },
-    Missing,
-}
-
-/// A cache entry read without building a JSON tree of the document: `data` stays the bytes
-/// Redis holds, and is written into the response as they are.
+/// An entry as the api-server before the pre-rendered format wrote it: still read, so a
+/// rolling upgrade serves the old servers' entries instead of missing them.
 #[derive(Deserialize)]
-struct RawEntry {
+struct LegacyEntry {
     state: String,
-    doc: Option<CachedDoc>,
+    doc: Option<LegacyDoc>,
 }
 
-/// A document version as the cache holds it.
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
+struct LegacyDoc {
+    id: String,
+    owner: String,
+    data: Box<RawValue>,
+    version: Version,
+}
+
+/// A document version as the cache holds it: already rendered as the GET response's ETag and
+/// body, so a hit is served by slicing the bytes Redis returned.
+#[derive(Debug)]
 pub struct CachedDoc {
-    pub id: String,
-    pub owner: String,
-    pub data: Box<RawValue>,
-    pub version: Version,
+    owner: Bytes,
+    etag: HeaderValue,
+    body: Bytes,
 }
 
 /// A document read through the cache: straight from the entry's bytes on a hit, or the
@@ -82,41 +83,63 @@ struct Representation<'a, D: Serialize + ?Sized> {
     owner: &'a str,
 }
 
+/// `{"collection", "data", "id", "owner"}` as JSON bytes.
+fn render<D: Serialize + ?Sized>(collection: &str, id: &str, owner: &str, data: &D) -> Vec<u8> {
+    // Serialising strings and an already valid JSON value cannot fail.
+    serde_json::to_vec(&Representation {
+        collection,
+        data,
+        id,
+        owner,
+    })
+    .unwrap_or_default()
+}
+
 impl Doc {
-    pub fn owner(&self) -> &str {
+    pub fn owned_by(&self, uid: &str) -> bool {
         match self {
-            Self::Cached(d) => &d.owner,
-            Self::Stored(d) => &d.owner,
+            Self::Cached(d) => d.owner == uid.as_bytes(),
+            Self::Stored(d) => d.owner == uid,
         }
     }
 
-    pub fn version(&self) -> Version {
+    /// The strong ETag of this version.
+    pub fn etag(&self) -> HeaderValue {
         match self {
-            Self::Cached(d) => d.version,
-            Self::Stored(d) => d.version,
+            Self::Cached(d) => d.etag.clone(),
+            // Digits, a dot and quotes: always a valid header value.
+            Self::Stored(d) => HeaderValue::from_str(&d.version.etag())
+                .unwrap_or_else(|_| HeaderValue::from_static("\"\"")),
         }
     }
 
     /// `{"collection", "data", "id", "owner"}` as JSON bytes.
-    pub fn representation(&self, collection: &str) -> Vec<u8> {
-        let bytes = match self {
-            Self::Cached(d) => serde_json::to_vec(&Representation {
-                collection,
-                data: &*d.data,
-                id: &d.id,
-                owner: &d.owner,
-            }),
-            Self::Stored(d) => serde_json::to_vec(&Representation {
-                collection,
-                data: &d.data,
-                id: &d.id,
-                owner: &d.owner,
-            }),
-        };
-        // Serialising strings and an already valid JSON value cannot fail.
-        bytes.unwrap_or_default()
+    pub fn representation(&self, collection: &str) -> Bytes {
+        match self {
+            Self::Cached(d) => d.body.clone(),
+            Self::Stored(d) => render(collection, &d.id, &d.owner, &d.data).into(),
+        }
     }
 }
+
+/// What the cache stores after the version prefix (`<µs>|`, which the fill script compares):
+/// `=<etag>|<owner length>:<owner><body>` for a document, `-` for "not found".
+fn encode_found(collection: &str, doc: &StoredDoc) -> Vec<u8> {
+    let etag = doc.version.etag();
+    let body = render(collection, &doc.id, &doc.owner, &doc.data);
+    let len = doc.owner.len().to_string();
+    let mut out = Vec::with_capacity(3 + etag.len() + len.len() + doc.owner.len() + body.len());
+    out.push(b'=');
+    out.extend_from_slice(etag.as_bytes());
+    out.push(b'|');
+    out.extend_from_slice(len.as_bytes());
+    out.push(b':');
+    out.extend_from_slice(doc.owner.as_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+const MISSING: &[u8] = b"-";
 
 /// A document's cache entry that the request's admission script read (see
 /// [`crate::ratelimit::RateLimiter::admit`]), for the GET handler: `entry` is `None` when Redis
@@ -180,38 +203,8 @@ impl DocCache {
         }
     }
 
-    pub async fn get(&self, store: &Arc<Store>, collection: &str, id: &str) -> Lookup {
-        let key = key(collection, id);
-        let k = key.clone();
-        let cached: Result<Option<String>, _> = self
-            .redis
-            .call("cache_get", |mut c| async move {
-                redis::cmd("GET").arg(&k).query_async(&mut c).await
-            })
-            .await;
-        match cached {
-            Ok(Some(raw)) => match parse(&raw) {
-                Some(Entry::Found { doc }) => {
-                    self.metrics.cache("hit");
-                    return Ok(Some(Arc::new(doc)));
-                }
-                Some(Entry::Missing) => {
-                    self.metrics.cache("hit");
-                    return Ok(None);
-                }
-                None => self.metrics.cache("error"),
-            },
-            Ok(None) => self.metrics.cache("miss"),
-            Err(e) => {
-                self.metrics.cache("error");
-                tracing::debug!(error = %e, "cache read failed; reading Firestore");
-            }
-        }
-        self.flight(store, collection, id, key).await
-    }
-
-    /// Like [`Self::get`], but a hit is not turned into a JSON tree; and when `prefetched`
-    /// holds the entry (read by the request's admission script), Redis is not asked again.
+    /// A document through the cache; when `prefetched` holds the entry (read by the
+    /// request's admission script), Redis is not asked again.
     pub async fn read(
         &self,
         store: &Arc<Store>,
@@ -236,7 +229,7 @@ impl DocCache {
             }
         };
         match cached {
-            Ok(Some(raw)) => match parse_raw(&raw) {
+            Ok(Some(raw)) => match parse(raw, collection) {
                 Some(found) => {
                     self.metrics.cache("hit");
                     return Ok(found.map(Doc::Cached));
@@ -274,7 +267,7 @@ impl DocCache {
                     filler
                         .fill(
                             &k,
-                            &Entry::Found { doc: doc.clone() },
+                            &encode_found(&collection, &doc),
                             doc.version.micros(),
                             false,
                         )
@@ -282,7 +275,7 @@ impl DocCache {
                     Ok(Some(Arc::new(doc)))
                 }
                 Ok(None) => {
-                    filler.fill(&k, &Entry::Missing, 0, true).await;
+                    filler.fill(&k, MISSING, 0, true).await;
                     Ok(None)
                 }
                 Err(e) => Err(Arc::new(e)),
@@ -313,7 +306,7 @@ impl DocCache {
     pub async fn written(&self, collection: &str, doc: &StoredDoc) {
         let key = key(collection, &doc.id);
         self.forget_flight(&key);
-        let entry = Entry::Found { doc: doc.clone() };
+        let entry = encode_found(collection, doc);
         self.filler()
             .store_after_write(&key, &entry, doc.version.micros(), self.ttl)
             .await;
@@ -328,7 +321,7 @@ impl DocCache {
             .map(|d| d.as_micros() as i64)
             .unwrap_or(i64::MAX / 2);
         self.filler()
-            .store_after_write(&key, &Entry::Missing, now, TOMBSTONE_TTL)
+            .store_after_write(&key, MISSING, now, TOMBSTONE_TTL)
             .await;
     }
 
@@ -348,7 +341,7 @@ struct Filler {
 }
 
 impl Filler {
-    async fn fill(&self, key: &str, entry: &Entry, version: i64, negative: bool) {
+    async fn fill(&self, key: &str, entry: &[u8], version: i64, negative: bool) {
         let ttl = if negative {
             self.negative_ttl
         } else {
@@ -359,7 +352,7 @@ impl Filler {
         }
     }
 
-    async fn store_after_write(&self, key: &str, entry: &Entry, version: i64, ttl: Duration) {
+    async fn store_after_write(&self, key: &str, entry: &[u8], version: i64, ttl: Duration) {
         if self.set_if_newer(key, entry, version, ttl).await.is_ok() {
             return;
         }
@@ -380,17 +373,10 @@ impl Filler {
     async fn set_if_newer(
         &self,
         key: &str,
-        entry: &Entry,
+        entry: &[u8],
         version: i64,
         ttl: Duration,
     ) -> redis::RedisResult<()> {
-        let json = serde_json::to_string(entry).map_err(|e| {
-            redis::RedisError::from((
-                redis::ErrorKind::Client,
-                "serialising a cache entry",
-                e.to_string(),
-            ))
-        })?;
         let script = self.script.clone();
         let key = key.to_string();
         let ttl_ms = ttl.as_millis().max(1) as u64;
@@ -399,7 +385,7 @@ impl Filler {
                 script
                     .key(&key)
                     .arg(version)
-                    .arg(&json)
+                    .arg(entry)
                     .arg(ttl_ms)
                     .invoke_async::<i64>(&mut c)
                     .await
@@ -409,18 +395,44 @@ impl Filler {
     }
 }
 
-fn parse(raw: &str) -> Option<Entry> {
-    let (_, json) = raw.split_once('|')?;
-    serde_json::from_str(json).ok()
-}
-
 /// `Some(Some(doc))` for a cached version, `Some(None)` for cached "not found", `None` when
 /// the entry is malformed.
-fn parse_raw(raw: &[u8]) -> Option<Option<CachedDoc>> {
+/// `collection` is the key's, for entries in the legacy format.
+fn parse(raw: Bytes, collection: &str) -> Option<Option<CachedDoc>> {
     let sep = raw.iter().position(|b| *b == b'|')?;
-    let entry: RawEntry = serde_json::from_slice(&raw[sep + 1..]).ok()?;
+    match raw.get(sep + 1)? {
+        b'=' => parse_found(raw.slice(sep + 2..)).map(Some),
+        b'-' => Some(None),
+        b'{' => parse_legacy(&raw[sep + 1..], collection),
+        _ => None,
+    }
+}
+
+/// `<etag>|<owner length>:<owner><body>`.
+fn parse_found(rest: Bytes) -> Option<CachedDoc> {
+    let bar = rest.iter().position(|b| *b == b'|')?;
+    let etag = HeaderValue::from_maybe_shared(rest.slice(..bar)).ok()?;
+    let colon = bar + 1 + rest[bar + 1..].iter().position(|b| *b == b':')?;
+    let len: usize = std::str::from_utf8(&rest[bar + 1..colon])
+        .ok()?
+        .parse()
+        .ok()?;
+    let owner_end = (colon + 1).checked_add(len).filter(|e| *e < rest.len())?;
+    Some(CachedDoc {
+        owner: rest.slice(colon + 1..owner_end),
+        etag,
+        body: rest.slice(owner_end..),
+    })
+}
+
+fn parse_legacy(json: &[u8], collection: &str) -> Option<Option<CachedDoc>> {
+    let entry: LegacyEntry = serde_json::from_slice(json).ok()?;
     match (entry.state.as_str(), entry.doc) {
-        ("found", Some(doc)) => Some(Some(doc)),
+        ("found", Some(d)) => Some(Some(CachedDoc {
+            etag: HeaderValue::from_str(&d.version.etag()).ok()?,
+            body: render(collection, &d.id, &d.owner, &*d.data).into(),
+            owner: Bytes::from(d.owner.into_bytes()),
+        })),
         ("missing", _) => Some(None),
         _ => None,
     }
@@ -441,45 +453,100 @@ fn with_jitter(ttl: Duration) -> Duration {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_raw_hit_serialises_as_the_parsed_document_does() {
-        let doc = StoredDoc {
+    fn doc(owner: &str) -> StoredDoc {
+        StoredDoc {
             id: "abc".into(),
-            owner: "ann".into(),
+            owner: owner.into(),
             data: serde_json::from_str(r#"{"z": [1, {"b": "\u00e9\"", "a": null}], "a": 1.5}"#)
                 .expect("json"),
             version: Version {
                 seconds: 1_700_000_000,
                 nanos: 123_456_789,
             },
-        };
-        let raw = format!(
-            "{}|{}",
-            doc.version.micros(),
-            serde_json::to_string(&Entry::Found { doc: doc.clone() }).expect("json")
-        );
-        let Some(Some(cached)) = parse_raw(raw.as_bytes()) else {
-            panic!("not parsed: {raw}");
-        };
-        assert_eq!(cached.version, doc.version);
-        assert_eq!(cached.owner, "ann");
-        let fast = Doc::Cached(cached).representation("notes");
-        let slow = serde_json::json!({
-            "id": doc.id, "collection": "notes", "owner": doc.owner, "data": doc.data,
-        });
-        assert_eq!(String::from_utf8(fast).expect("utf8"), slow.to_string());
-        assert_eq!(
-            Doc::Stored(Arc::new(doc)).representation("notes"),
-            slow.to_string().into_bytes()
-        );
+        }
+    }
 
-        let missing = format!(
-            "0|{}",
-            serde_json::to_string(&Entry::Missing).expect("json")
+    /// What the fill script stores: the version prefix, then the encoded entry.
+    fn stored(doc: &StoredDoc, entry: &[u8]) -> Bytes {
+        let mut raw = format!("{}|", doc.version.micros()).into_bytes();
+        raw.extend_from_slice(entry);
+        raw.into()
+    }
+
+    #[test]
+    fn a_hit_serves_what_firestore_s_version_serialises_to() {
+        // An owner with the format's separators in it, and a multi-byte character.
+        for owner in ["ann", "a|b:7:c", "\u{e9}|"] {
+            let doc = doc(owner);
+            let raw = stored(&doc, &encode_found("notes", &doc));
+            let Some(Some(cached)) = parse(raw.clone(), "notes") else {
+                panic!("not parsed: {raw:?}");
+            };
+            let cached = Doc::Cached(cached);
+            let stored = Doc::Stored(Arc::new(doc.clone()));
+            let expected = serde_json::json!({
+                "id": doc.id, "collection": "notes", "owner": doc.owner, "data": doc.data,
+            });
+            assert_eq!(
+                cached.representation("notes"),
+                expected.to_string().as_bytes()
+            );
+            assert_eq!(
+                stored.representation("notes"),
+                expected.to_string().as_bytes()
+            );
+            assert_eq!(cached.etag(), doc.version.etag().as_str());
+            assert_eq!(cached.etag(), stored.etag());
+            assert!(cached.owned_by(owner) && !cached.owned_by("ann|"));
+        }
+        let missing = stored(&doc("ann"), MISSING);
+        assert!(matches!(parse(missing, "notes"), Some(None)));
+    }
+
+    #[test]
+    fn entries_of_the_legacy_format_are_still_served() {
+        #[derive(Serialize)]
+        #[serde(tag = "state", rename_all = "snake_case")]
+        enum Legacy<'a> {
+            Found { doc: &'a StoredDoc },
+            Missing,
+        }
+        let doc = doc("ann");
+        let found = serde_json::to_vec(&Legacy::Found { doc: &doc }).expect("json");
+        let Some(Some(cached)) = parse(stored(&doc, &found), "notes") else {
+            panic!("legacy entry not parsed");
+        };
+        let cached = Doc::Cached(cached);
+        assert_eq!(
+            cached.representation("notes"),
+            Doc::Stored(Arc::new(doc.clone())).representation("notes")
         );
-        assert!(matches!(parse_raw(missing.as_bytes()), Some(None)));
-        assert!(parse_raw(b"garbage").is_none());
-        assert!(parse_raw(br#"1|{"state":"found"}"#).is_none());
+        assert_eq!(cached.etag(), doc.version.etag().as_str());
+        assert!(cached.owned_by("ann"));
+        let missing = serde_json::to_vec(&Legacy::Missing).expect("json");
+        assert!(matches!(parse(stored(&doc, &missing), "notes"), Some(None)));
+    }
+
+    #[test]
+    fn malformed_entries_are_refused() {
+        for bad in [
+            &b"garbage"[..],
+            b"1|",
+            b"1|x",
+            br#"1|{"state":"found"}"#,
+            br#"1|="1.000000001"|"#,
+            br#"1|="1.000000001"|3:an"#,
+            br#"1|="1.000000001"|3:ann"#,
+            br#"1|="1.000000001"|x:ann{}"#,
+            br#"1|="1.000000001"|99999999999999999999999:ann{}"#,
+            b"1|=\"1\n\"|3:ann{}",
+        ] {
+            assert!(
+                parse(Bytes::from_static(bad), "notes").is_none(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 
     #[test]

@@ -55,10 +55,15 @@ fn with_etag(response: Response, doc: &StoredDoc) -> Response {
     with_etag_value(response, &doc.version.etag())
 }
 
-fn with_etag_value(mut response: Response, etag: &str) -> Response {
-    if let Ok(v) = HeaderValue::from_str(etag) {
-        response.headers_mut().insert(header::ETAG, v);
+fn with_etag_value(response: Response, etag: &str) -> Response {
+    match HeaderValue::from_str(etag) {
+        Ok(v) => with_etag_header(response, v),
+        Err(_) => response,
     }
+}
+
+fn with_etag_header(mut response: Response, etag: HeaderValue) -> Response {
+    response.headers_mut().insert(header::ETAG, etag);
     // Private: the body belongs to one user; no-cache: revalidate with If-None-Match.
     response.headers_mut().insert(
         header::CACHE_CONTROL,
@@ -96,7 +101,7 @@ async fn readable(
         .read(&docs.store, collection, id, prefetched)
         .await
     {
-        Ok(Some(doc)) if doc.owner() == caller.uid() || caller.is_admin() => Ok(doc),
+        Ok(Some(doc)) if doc.owned_by(caller.uid()) || caller.is_admin() => Ok(doc),
         Ok(_) => Err(Problem::not_found("no such document")),
         Err(e) => Err(store_problem(&e)),
     }
@@ -184,8 +189,7 @@ pub async fn get(
     let Path((collection, id)) = path.map_err(path_problem)?;
     let prefetched = prefetched.and_then(|Extension(p)| p.take_for(&collection, &id));
     let doc = readable(&state, &caller, &collection, &id, prefetched).await?;
-    let version = doc.version();
-    let etag = version.etag();
+    let etag = doc.etag();
     let not_modified = headers
         .get_all(header::IF_NONE_MATCH)
         .iter()
@@ -193,7 +197,7 @@ pub async fn get(
         .flat_map(|v| v.split(','))
         .any(|t| {
             let t = t.trim();
-            t == "*" || t.trim_start_matches("W/") == etag
+            t == "*" || t.trim_start_matches("W/").as_bytes() == etag.as_bytes()
         });
     let response = if not_modified {
         StatusCode::NOT_MODIFIED.into_response()
@@ -207,7 +211,7 @@ pub async fn get(
         )
             .into_response()
     };
-    Ok(with_etag_value(response, &etag))
+    Ok(with_etag_header(response, etag))
 }
 
 /// The version in `If-Match`: required (428 without), 412 when it cannot match anything.
