@@ -9,8 +9,10 @@ use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, PodSpec, PodTemplateSpec, Service, ServicePort, ServiceSpec,
+    Container, ContainerPort, EnvVar, EnvVarSource, PodSpec, PodTemplateSpec,
+    ResourceFieldSelector, ResourceRequirements, Service, ServicePort, ServiceSpec,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
@@ -59,6 +61,14 @@ pub(super) fn deployment(
     config_hash: &str,
 ) -> Deployment {
     let api = &spec.api;
+    let resources = api
+        .resources
+        .clone()
+        .unwrap_or_else(|| pod::resources("100m", "128Mi", "256Mi"));
+    let mut base = worker::base_container(m, spec, COMPONENT);
+    if let Some(env) = base.env.as_mut() {
+        env.push(lanes_env(&resources));
+    }
     let container = Container {
         name: COMPONENT.to_string(),
         image: Some(
@@ -70,14 +80,38 @@ pub(super) fn deployment(
             container_port("http", HTTP_PORT),
             container_port("admin", ADMIN_PORT),
         ]),
-        resources: Some(
-            api.resources
-                .clone()
-                .unwrap_or_else(|| pod::resources("100m", "128Mi", "256Mi")),
-        ),
-        ..worker::base_container(m, spec, COMPONENT)
+        resources: Some(resources),
+        ..base
     };
     workload_deployment(m, spec, COMPONENT, &m.names.api, container, config_hash)
+}
+
+/// `API_THREADS`, the threads serving the public port: the container's CPU limit, or its CPU
+/// request when it has no limit, rounded up (the Downward API rounds up to whole cores). The
+/// api-server's own default is the CPUs the process may use, which without a CPU limit is
+/// every CPU of the node: a lane and a Redis connection each, however small the pod. Beyond
+/// its request a pod is meant to be joined by another (the HPA scales on CPU), not to spread
+/// over the node.
+fn lanes_env(resources: &ResourceRequirements) -> EnvVar {
+    let has_cpu =
+        |m: &Option<BTreeMap<String, Quantity>>| m.as_ref().is_some_and(|m| m.contains_key("cpu"));
+    let resource = if has_cpu(&resources.limits) {
+        "limits.cpu"
+    } else {
+        "requests.cpu"
+    };
+    EnvVar {
+        name: "API_THREADS".to_string(),
+        value_from: Some(EnvVarSource {
+            resource_field_ref: Some(ResourceFieldSelector {
+                container_name: Some(COMPONENT.to_string()),
+                resource: resource.to_string(),
+                divisor: Some(Quantity("1".to_string())),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
 }
 
 pub(super) fn container_port(name: &str, port: i32) -> ContainerPort {

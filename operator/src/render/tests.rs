@@ -227,6 +227,52 @@ fn api_and_worker_probe_the_admin_port_and_leave_replicas_to_the_hpa() {
     );
 }
 
+/// The api-server's lanes follow the container's CPU, not the node's.
+#[test]
+fn api_threads_follow_the_cpu_limit_or_else_the_request() {
+    use k8s_openapi::api::core::v1::ResourceRequirements;
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    let threads_from = |a: &ScalableApp| {
+        let children = desired(a, &all_caps()).unwrap();
+        let d: Deployment = typed(&children, ChildKind::Deployment, "shop-api");
+        let c = d.spec.template.spec.unwrap().containers.remove(0);
+        let env = c.env.unwrap();
+        let threads: Vec<_> = env.iter().filter(|e| e.name == "API_THREADS").collect();
+        assert_eq!(threads.len(), 1, "{env:?}");
+        let field = threads[0]
+            .value_from
+            .as_ref()
+            .and_then(|v| v.resource_field_ref.clone())
+            .expect("from the Downward API");
+        assert_eq!(field.container_name.as_deref(), Some(c.name.as_str()));
+        assert_eq!(field.divisor, Some(Quantity("1".into())));
+        field.resource
+    };
+    assert_eq!(
+        threads_from(&app()),
+        "requests.cpu",
+        "default: no CPU limit"
+    );
+
+    let mut limited = app();
+    let cpu = |v: &str| Some([("cpu".to_string(), Quantity(v.into()))].into());
+    limited.spec.api.resources = Some(ResourceRequirements {
+        requests: cpu("500m"),
+        limits: cpu("2"),
+        ..Default::default()
+    });
+    assert_eq!(threads_from(&limited), "limits.cpu");
+
+    // The worker has no public port, so no lanes.
+    let children = desired(&app(), &all_caps()).unwrap();
+    let w: Deployment = typed(&children, ChildKind::Deployment, "shop-worker");
+    let env = w.spec.template.spec.unwrap().containers[0]
+        .env
+        .clone()
+        .unwrap();
+    assert!(env.iter().all(|e| e.name != "API_THREADS"));
+}
+
 #[test]
 fn config_wires_redis_firebase_and_otlp_by_reference() {
     let mut a = app();
