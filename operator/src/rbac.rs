@@ -45,9 +45,9 @@ pub fn cluster_role() -> ClusterRole {
     rules.push(rule(GROUP, &["scalableapps/status"], &["get", "patch"]));
     rules.push(rule(GROUP, &["scalableapps/finalizers"], &["update"]));
     rules.push(rule("events.k8s.io", &["events"], &["create", "patch"]));
-    // The generated Redis password Secret: read by name and created once (redis_auth). No
-    // list or watch: the operator never enumerates Secrets.
-    rules.push(rule("", &["secrets"], &["get", "create"]));
+    // The generated Redis password Secret: created if absent (redis_auth). No get, list or
+    // watch: the operator cannot read any Secret.
+    rules.push(rule("", &["secrets"], &["create"]));
     // kube-lease-manager reads, creates and patches its one Lease.
     rules.push(rule(
         "coordination.k8s.io",
@@ -123,7 +123,7 @@ mod tests {
             assert!(!resources.iter().any(|x| x == "pods" || x == "*"));
             if resources.iter().any(|x| x == "secrets") {
                 assert_eq!(resources, &["secrets"]);
-                assert_eq!(r.verbs, ["get", "create"]);
+                assert_eq!(r.verbs, ["create"]);
             }
         }
     }

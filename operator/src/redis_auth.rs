@@ -3,9 +3,10 @@
 //!
 //! Created once, if absent, and never written again: a new value would lock every running
 //! pod out of Redis (the data nodes read it once, at start). So it is not a rendered child
-//! (server-side apply would replace the value on each reconcile); the reconciler only GETs it
-//! and CREATEs it when missing, with an owner reference so it goes with the app. The operator
-//! needs `get` and `create` on Secrets, never `list` or `watch`, and never reads the value.
+//! (server-side apply would replace the value on each reconcile); each reconcile CREATEs it,
+//! with an owner reference so it goes with the app, and "already exists" means it is there.
+//! The operator needs only `create` on Secrets: it cannot read any Secret, this one included,
+//! nor `list` or `watch` them. The price is one refused create per reconcile of such an app.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -22,12 +23,6 @@ use crate::render::{LABEL_MANAGED_BY, MANAGED_BY};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("reading the Redis password Secret {name}: {source}")]
-    Get {
-        name: String,
-        #[source]
-        source: kube::Error,
-    },
     #[error("creating the Redis password Secret {name}: {source}")]
     Create {
         name: String,
@@ -61,13 +56,6 @@ pub async fn ensure(client: &Client, app: &ScalableApp) -> Result<Option<String>
     let namespace = app.namespace().ok_or(Error::MissingMetadata("namespace"))?;
     let name = RedisSpec::generated_password_secret(&app_name);
     let api: Api<Secret> = Api::namespaced(client.clone(), &namespace);
-    let found = api.get_opt(&name).await.map_err(|source| Error::Get {
-        name: name.clone(),
-        source,
-    })?;
-    if found.is_some() {
-        return Ok(None);
-    }
     let mut owner = app
         .controller_owner_ref(&())
         .ok_or(Error::MissingMetadata("uid"))?;
@@ -92,7 +80,7 @@ pub async fn ensure(client: &Client, app: &ScalableApp) -> Result<Option<String>
     };
     match api.create(&PostParams::default(), &secret).await {
         Ok(_) => Ok(Some(name)),
-        // Another reconcile (or a human) created it in between: theirs stays.
+        // Created by an earlier reconcile (or a human): it stays as it is.
         Err(kube::Error::Api(e)) if e.code == 409 => Ok(None),
         Err(source) => Err(Error::Create { name, source }),
     }

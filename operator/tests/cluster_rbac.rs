@@ -64,10 +64,21 @@ async fn operator_needs_nothing_beyond_its_cluster_role() {
     };
     let operator_client = Client::try_from(config).unwrap();
 
-    // The token really is limited: it cannot list Secrets, here or cluster-wide (it may only
-    // get and create them by name, for the generated Redis password).
+    // The token really is limited: it cannot read or list Secrets, here or cluster-wide (it
+    // may only create them, for the generated Redis password).
     let secrets: Api<k8s_openapi::api::core::v1::Secret> =
         Api::namespaced(operator_client.clone(), "default");
+    let mut theirs = k8s_openapi::api::core::v1::Secret::default();
+    theirs.metadata.name = Some("someone-elses".into());
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(admin.clone(), "default")
+        .create(&pp, &theirs)
+        .await
+        .unwrap();
+    let denied = secrets.get("someone-elses").await.unwrap_err();
+    assert!(
+        matches!(denied, kube::Error::Api(ref e) if e.code == 403),
+        "{denied}"
+    );
     let denied = secrets.list(&ListParams::default()).await.unwrap_err();
     assert!(
         matches!(denied, kube::Error::Api(ref e) if e.code == 403),
@@ -104,7 +115,7 @@ async fn operator_needs_nothing_beyond_its_cluster_role() {
         })
         .await;
     }
-    // The generated Redis password, created with nothing more than get + create on Secrets.
+    // The generated Redis password, created with nothing more than create on Secrets.
     let admin_secrets: Api<k8s_openapi::api::core::v1::Secret> =
         Api::namespaced(admin.clone(), "default");
     eventually("the generated Redis password Secret", || {

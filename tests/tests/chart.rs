@@ -332,8 +332,9 @@ async fn the_charts_service_account_reconciles_an_app_with_least_privilege() -> 
         ("watch", "secrets", "--all-namespaces", "no"),
         ("patch", "secrets", "--namespace=default", "no"),
         ("delete", "secrets", "--namespace=default", "no"),
-        // The generated Redis password: read by name, created once.
-        ("get", "secrets", "--namespace=default", "yes"),
+        // The generated Redis password: created if absent; no Secret can be read.
+        ("get", "secrets", "--namespace=default", "no"),
+        ("get", "secrets", "--all-namespaces", "no"),
         ("create", "secrets", "--namespace=default", "yes"),
         ("create", "pods/exec", "--namespace=default", "no"),
         ("create", "pods", "--namespace=default", "no"),
