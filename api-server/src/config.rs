@@ -26,8 +26,8 @@ pub struct ServeArgs {
 
     /// Threads serving the public port, each a single-threaded runtime with its own Redis
     /// connection; 0 means one per CPU available to the process (a container's CPU limit
-    /// counts). The operator sets it to the container's CPU limit, or its CPU request rounded
-    /// up when it has no limit.
+    /// counts). The operator sets it to the container's CPU limit, or its CPU request when it
+    /// has no limit, rounded up to whole cores.
     #[arg(long, env = "API_THREADS", default_value_t = 0)]
     pub threads: usize,
 

@@ -510,27 +510,27 @@ struct RequestLine<'a> {
 impl RequestLine<'_> {
     /// The JSON object, keys in the JSON layer's order, the timestamp taken now.
     fn write(&self, out: &mut Vec<u8>) {
-        use platform::telemetry::write_json_str as string;
+        use platform::telemetry::write_json_str;
         out.extend_from_slice(br#"{"timestamp":""#);
         platform::telemetry::write_timestamp(out);
         out.extend_from_slice(br#"","level":"INFO","message":"request","http.method":"#);
-        string(out, self.method);
+        write_json_str(out, self.method);
         out.extend_from_slice(br#","http.route":"#);
-        string(out, self.route);
+        write_json_str(out, self.route);
         out.extend_from_slice(br#","http.status":"#);
         out.extend_from_slice(itoa::Buffer::new().format(self.status).as_bytes());
         out.extend_from_slice(br#","latency_ms":"#);
         // serde_json's float format; writing into a Vec cannot fail.
         let _ = serde_json::to_writer(&mut *out, &self.latency_ms);
         out.extend_from_slice(br#","target":"#);
-        string(out, module_path!());
+        write_json_str(out, module_path!());
         out.extend_from_slice(br#","trace_id":"#);
-        string(out, self.trace_id);
+        write_json_str(out, self.trace_id);
         out.extend_from_slice(br#","span_id":"#);
-        string(out, self.span_id);
+        write_json_str(out, self.span_id);
         if let Some(parent) = self.parent_span_id {
             out.extend_from_slice(br#","parent_span_id":"#);
-            string(out, parent);
+            write_json_str(out, parent);
         }
         out.push(b'}');
     }

@@ -66,6 +66,8 @@ pub struct Context {
     resync: Duration,
     /// Consecutive failures per app, for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// Generated Redis password Secrets known to exist.
+    redis_secrets: crate::redis_auth::Seen,
 }
 
 /// Delay before retrying an app that failed `failures` times in a row: 2 s doubling to 5 min.
@@ -159,8 +161,11 @@ async fn converge(app: &ScalableApp, ctx: &Context) -> Result<Vec<String>, Error
     let uid = app.uid().unwrap_or_default();
     let desired = render::desired(app, &ctx.render)?;
     let mut changes = Vec::new();
-    // Before the Redis pods that read it: created once, never updated (see redis_auth).
-    if let Some(name) = crate::redis_auth::ensure(&ctx.client, app).await? {
+    // Before the Redis pods that read it: created once, never updated (see redis_auth). A
+    // failure fails the reconcile, but after the children are applied: the Secret may well
+    // exist (the create can be refused by a quota or a webhook before "already exists").
+    let password = crate::redis_auth::ensure(&ctx.client, app, &ctx.redis_secrets).await;
+    if let Ok(Some(name)) = &password {
         changes.push(format!("created Secret {name}"));
     }
     let mut errors = Vec::new();
@@ -212,6 +217,7 @@ async fn converge(app: &ScalableApp, ctx: &Context) -> Result<Vec<String>, Error
             Err(e) => errors.push(e),
         }
     }
+    password?;
     if errors.is_empty() {
         Ok(changes)
     } else {
@@ -328,6 +334,7 @@ pub(crate) async fn run_controller(
         recorder: Recorder::new(client, reporter),
         resync: config.resync,
         failures: Mutex::new(HashMap::new()),
+        redis_secrets: crate::redis_auth::Seen::new(config.resync),
     });
 
     // Reconciling before the caches are filled would apply every child once more than needed.

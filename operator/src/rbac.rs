@@ -117,7 +117,7 @@ mod tests {
                 "{kind} not covered"
             );
         }
-        // Nothing the operator does not manage: no pods; Secrets only by name (get, create).
+        // Nothing the operator does not manage: no pods; Secrets create only (none readable).
         for r in &rules {
             let resources = r.resources.as_ref().unwrap();
             assert!(!resources.iter().any(|x| x == "pods" || x == "*"));

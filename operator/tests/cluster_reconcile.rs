@@ -717,6 +717,116 @@ async fn a_same_named_object_of_someone_else_is_never_taken_over() {
     op.stop().await;
 }
 
+/// The operator may only create Secrets, so it cannot look for the generated password; it
+/// creates it again once the recheck interval (the resync) has passed. A Secret deleted by
+/// hand comes back (with a new value), and when the create is refused before the apiserver
+/// gets to "already exists" (here by a full Secret quota), the rest of the app is still
+/// applied and the refusal is reported.
+#[tokio::test]
+async fn a_refused_password_create_does_not_hold_back_the_children() {
+    use k8s_openapi::api::core::v1::{ResourceQuota, ResourceQuotaSpec, Secret, Service};
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
+    let (_plane, client) = cluster().await;
+    let ns = "quota";
+    namespace(&client, ns, &[]).await;
+    let mut config = test_config();
+    config.resync = Duration::from_secs(2);
+    let op = RunningOperator::start(client.clone(), config);
+    let pp = PostParams::default();
+    let apps: Api<ScalableApp> = Api::namespaced(client.clone(), ns);
+    apps.create(&pp, &app_yaml("shop", ns)).await.unwrap();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let first = eventually("the generated password Secret", || {
+        let secrets = secrets.clone();
+        async move { secrets.get_opt("shop-redis-auth").await.unwrap() }
+    })
+    .await;
+
+    secrets
+        .delete("shop-redis-auth", &DeleteParams::default())
+        .await
+        .unwrap();
+    let second = eventually("the Secret created again", || {
+        let secrets = secrets.clone();
+        let first_uid = first.uid();
+        async move {
+            let s = secrets.get_opt("shop-redis-auth").await.unwrap()?;
+            (s.uid() != first_uid).then_some(s)
+        }
+    })
+    .await;
+    let password = |s: &Secret| s.data.as_ref().unwrap()["password"].0.clone();
+    assert_ne!(password(&first), password(&second));
+
+    // One Secret allowed, one there: every Secret create is refused by the quota (403).
+    let quotas: Api<ResourceQuota> = Api::namespaced(client.clone(), ns);
+    let mut quota = ResourceQuota {
+        spec: Some(ResourceQuotaSpec {
+            hard: Some([("secrets".to_string(), Quantity("1".into()))].into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    quota.metadata.name = Some("secrets".into());
+    quotas.create(&pp, &quota).await.unwrap();
+    eventually("the quota's usage counted", || {
+        let quotas = quotas.clone();
+        async move {
+            let used = quotas.get("secrets").await.unwrap().status?.used?;
+            (used.get("secrets")? == &Quantity("1".into())).then_some(())
+        }
+    })
+    .await;
+    let mut other = Secret::default();
+    other.metadata.name = Some("shop-redis-auth".into());
+    let refused = secrets.create(&pp, &other).await.unwrap_err();
+    assert!(
+        matches!(refused, kube::Error::Api(ref e) if e.code == 403),
+        "a create of an existing name is refused by the quota first: {refused}"
+    );
+
+    // The status says what failed.
+    let degraded = eventually("Degraded naming the refused Secret create", || {
+        let apps = apps.clone();
+        async move {
+            let status = apps.get("shop").await.unwrap().status?;
+            let c = status
+                .conditions
+                .into_iter()
+                .find(|c| c.type_ == "Degraded" && c.status == "True")?;
+            c.message
+                .contains("creating the Redis password Secret shop-redis-auth")
+                .then_some(c.message)
+        }
+    })
+    .await;
+    assert!(degraded.contains("exceeded quota"), "{degraded}");
+    // A failed create is not remembered, so every reconcile tries again and is refused: a
+    // child deleted now is still restored.
+    let services: Api<Service> = Api::namespaced(client.clone(), ns);
+    let old = services.get("shop-api").await.unwrap().uid();
+    services
+        .delete("shop-api", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the api Service restored", || {
+        let services = services.clone();
+        let old = old.clone();
+        async move {
+            let s = services.get_opt("shop-api").await.unwrap()?;
+            (s.uid() != old).then_some(())
+        }
+    })
+    .await;
+    assert_eq!(
+        password(&secrets.get("shop-redis-auth").await.unwrap()),
+        password(&second),
+        "the Secret is never rewritten"
+    );
+    op.stop().await;
+}
+
 #[tokio::test]
 async fn the_generated_redis_password_is_created_once_and_never_rotated() {
     use k8s_openapi::api::core::v1::Secret;

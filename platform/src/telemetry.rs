@@ -201,7 +201,7 @@ pub fn trace_ids<R>(f: impl FnOnce(&TraceIds) -> R) -> Option<R> {
 #[derive(Clone)]
 struct LogWriter(Option<BatchedStdout>);
 
-/// The JSON layer's writer, for [`write_json_line`].
+/// The JSON layer's writer, for [`write_line`].
 static LINES: std::sync::OnceLock<LogWriter> = std::sync::OnceLock::new();
 
 /// Writes one log line, which `render` writes into the buffer it is given as a JSON object

@@ -103,19 +103,19 @@ impl Doc {
         }
     }
 
-    /// The strong ETag of this version.
-    pub fn etag(&self) -> HeaderValue {
+    /// The strong ETag of this version (digits, a dot and quotes, so always a valid header
+    /// value; `None` would only mean a bug, and then no ETag is sent rather than a wrong one).
+    pub fn etag(&self) -> Option<HeaderValue> {
         match self {
-            Self::Cached(d) => d.etag.clone(),
-            // Digits, a dot and quotes: always a valid header value.
-            Self::Stored(d) => HeaderValue::from_str(&d.version.etag())
-                .unwrap_or_else(|_| HeaderValue::from_static("\"\"")),
+            Self::Cached(d) => Some(d.etag.clone()),
+            Self::Stored(d) => HeaderValue::from_str(&d.version.etag()).ok(),
         }
     }
 
     /// `{"collection", "data", "id", "owner"}` as JSON bytes.
     pub fn representation(&self, collection: &str) -> Bytes {
         match self {
+            // Rendered when it was cached: the key fixes the collection.
             Self::Cached(d) => d.body.clone(),
             Self::Stored(d) => render(collection, &d.id, &d.owner, &d.data).into(),
         }
@@ -127,7 +127,8 @@ impl Doc {
 fn encode_found(collection: &str, doc: &StoredDoc) -> Vec<u8> {
     let etag = doc.version.etag();
     let body = render(collection, &doc.id, &doc.owner, &doc.data);
-    let len = doc.owner.len().to_string();
+    let mut len = itoa::Buffer::new();
+    let len = len.format(doc.owner.len());
     let mut out = Vec::with_capacity(3 + etag.len() + len.len() + doc.owner.len() + body.len());
     out.push(b'=');
     out.extend_from_slice(etag.as_bytes());
@@ -397,12 +398,13 @@ impl Filler {
 
 /// `Some(Some(doc))` for a cached version, `Some(None)` for cached "not found", `None` when
 /// the entry is malformed.
+///
 /// `collection` is the key's, for entries in the legacy format.
 fn parse(raw: Bytes, collection: &str) -> Option<Option<CachedDoc>> {
     let sep = raw.iter().position(|b| *b == b'|')?;
     match raw.get(sep + 1)? {
         b'=' => parse_found(raw.slice(sep + 2..)).map(Some),
-        b'-' => Some(None),
+        b'-' if raw.len() == sep + 2 => Some(None),
         b'{' => parse_legacy(&raw[sep + 1..], collection),
         _ => None,
     }
@@ -495,7 +497,7 @@ mod tests {
                 stored.representation("notes"),
                 expected.to_string().as_bytes()
             );
-            assert_eq!(cached.etag(), doc.version.etag().as_str());
+            assert_eq!(cached.etag().expect("etag"), doc.version.etag().as_str());
             assert_eq!(cached.etag(), stored.etag());
             assert!(cached.owned_by(owner) && !cached.owned_by("ann|"));
         }
@@ -521,7 +523,7 @@ mod tests {
             cached.representation("notes"),
             Doc::Stored(Arc::new(doc.clone())).representation("notes")
         );
-        assert_eq!(cached.etag(), doc.version.etag().as_str());
+        assert_eq!(cached.etag().expect("etag"), doc.version.etag().as_str());
         assert!(cached.owned_by("ann"));
         let missing = serde_json::to_vec(&Legacy::Missing).expect("json");
         assert!(matches!(parse(stored(&doc, &missing), "notes"), Some(None)));
@@ -539,6 +541,7 @@ mod tests {
             br#"1|="1.000000001"|3:ann"#,
             br#"1|="1.000000001"|x:ann{}"#,
             br#"1|="1.000000001"|99999999999999999999999:ann{}"#,
+            b"1|-trailing",
             b"1|=\"1\n\"|3:ann{}",
         ] {
             assert!(

@@ -56,14 +56,13 @@ fn with_etag(response: Response, doc: &StoredDoc) -> Response {
 }
 
 fn with_etag_value(response: Response, etag: &str) -> Response {
-    match HeaderValue::from_str(etag) {
-        Ok(v) => with_etag_header(response, v),
-        Err(_) => response,
-    }
+    with_etag_header(response, HeaderValue::from_str(etag).ok())
 }
 
-fn with_etag_header(mut response: Response, etag: HeaderValue) -> Response {
-    response.headers_mut().insert(header::ETAG, etag);
+fn with_etag_header(mut response: Response, etag: Option<HeaderValue>) -> Response {
+    if let Some(etag) = etag {
+        response.headers_mut().insert(header::ETAG, etag);
+    }
     // Private: the body belongs to one user; no-cache: revalidate with If-None-Match.
     response.headers_mut().insert(
         header::CACHE_CONTROL,
@@ -197,7 +196,10 @@ pub async fn get(
         .flat_map(|v| v.split(','))
         .any(|t| {
             let t = t.trim();
-            t == "*" || t.trim_start_matches("W/").as_bytes() == etag.as_bytes()
+            t == "*"
+                || etag
+                    .as_ref()
+                    .is_some_and(|e| t.trim_start_matches("W/").as_bytes() == e.as_bytes())
         });
     let response = if not_modified {
         StatusCode::NOT_MODIFIED.into_response()

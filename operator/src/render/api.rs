@@ -66,8 +66,8 @@ pub(super) fn deployment(
         .clone()
         .unwrap_or_else(|| pod::resources("100m", "128Mi", "256Mi"));
     let mut base = worker::base_container(m, spec, COMPONENT);
-    if let Some(env) = base.env.as_mut() {
-        env.push(lanes_env(&resources));
+    if let Some(threads) = lanes_env(&resources) {
+        base.env.get_or_insert_with(Vec::new).push(threads);
     }
     let container = Container {
         name: COMPONENT.to_string(),
@@ -87,20 +87,22 @@ pub(super) fn deployment(
 }
 
 /// `API_THREADS`, the threads serving the public port: the container's CPU limit, or its CPU
-/// request when it has no limit, rounded up (the Downward API rounds up to whole cores). The
+/// request when it has no limit, rounded up to whole cores (by the Downward API). The
 /// api-server's own default is the CPUs the process may use, which without a CPU limit is
 /// every CPU of the node: a lane and a Redis connection each, however small the pod. Beyond
 /// its request a pod is meant to be joined by another (the HPA scales on CPU), not to spread
-/// over the node.
-fn lanes_env(resources: &ResourceRequirements) -> EnvVar {
+/// over the node. Resources without any CPU figure leave the api-server's default.
+fn lanes_env(resources: &ResourceRequirements) -> Option<EnvVar> {
     let has_cpu =
         |m: &Option<BTreeMap<String, Quantity>>| m.as_ref().is_some_and(|m| m.contains_key("cpu"));
     let resource = if has_cpu(&resources.limits) {
         "limits.cpu"
-    } else {
+    } else if has_cpu(&resources.requests) {
         "requests.cpu"
+    } else {
+        return None;
     };
-    EnvVar {
+    Some(EnvVar {
         name: "API_THREADS".to_string(),
         value_from: Some(EnvVarSource {
             resource_field_ref: Some(ResourceFieldSelector {
@@ -111,7 +113,7 @@ fn lanes_env(resources: &ResourceRequirements) -> EnvVar {
             ..Default::default()
         }),
         ..Default::default()
-    }
+    })
 }
 
 pub(super) fn container_port(name: &str, port: i32) -> ContainerPort {
