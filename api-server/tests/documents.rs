@@ -85,21 +85,19 @@ async fn call(
     reply_of(state, req).await
 }
 
+/// `POST /v1/notes` as `uid`: the reply and the new document's id.
+async fn create_note(state: &AppState, uid: &str, body: &[u8]) -> anyhow::Result<(Reply, String)> {
+    let created = call(state, "POST", "/v1/notes", uid, &[], Some(body.to_vec())).await?;
+    let id = created.body["id"].as_str().unwrap_or_default().to_string();
+    Ok((created, id))
+}
+
 #[tokio::test]
 async fn create_read_patch_delete_with_etags() -> anyhow::Result<()> {
     let f = fixture().await?;
     let s = &f.state;
-    let created = call(
-        s,
-        "POST",
-        "/v1/notes",
-        "ann",
-        &[],
-        Some(br#"{"title":"a","tags":["x"],"n":1}"#.to_vec()),
-    )
-    .await?;
+    let (created, id) = create_note(s, "ann", br#"{"title":"a","tags":["x"],"n":1}"#).await?;
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
-    let id = created.body["id"].as_str().unwrap_or_default().to_string();
     assert_eq!(
         header_of(&created, header::LOCATION),
         format!("/v1/notes/{id}")
@@ -207,16 +205,7 @@ async fn stale_if_match_is_refused_by_firestore_precondition() -> anyhow::Result
     // though our own pre-check passed for both (the race a read-compare-write would lose).
     let f = fixture().await?;
     let s = &f.state;
-    let created = call(
-        s,
-        "POST",
-        "/v1/notes",
-        "ann",
-        &[],
-        Some(br#"{"n":0}"#.to_vec()),
-    )
-    .await?;
-    let id = created.body["id"].as_str().unwrap_or_default().to_string();
+    let (_, id) = create_note(s, "ann", br#"{"n":0}"#).await?;
     let store = &s.documents.store;
     let current = store
         .get("notes", &id)
@@ -250,16 +239,7 @@ async fn stale_if_match_is_refused_by_firestore_precondition() -> anyhow::Result
 async fn owners_only_and_admins_read_all() -> anyhow::Result<()> {
     let f = fixture().await?;
     let s = &f.state;
-    let created = call(
-        s,
-        "POST",
-        "/v1/notes",
-        "ann",
-        &[],
-        Some(br#"{"secret":true}"#.to_vec()),
-    )
-    .await?;
-    let id = created.body["id"].as_str().unwrap_or_default().to_string();
+    let (created, id) = create_note(s, "ann", br#"{"secret":true}"#).await?;
     let etag = header_of(&created, header::ETAG).to_string();
     let path = format!("/v1/notes/{id}");
     assert_problem(&call(s, "GET", &path, "bob", &[], None).await?, 404);
@@ -372,16 +352,7 @@ async fn listing_pages_through_the_callers_documents() -> anyhow::Result<()> {
 async fn a_stampede_on_a_cold_key_reads_firestore_once() -> anyhow::Result<()> {
     let f = fixture().await?;
     let s = &f.state;
-    let created = call(
-        s,
-        "POST",
-        "/v1/notes",
-        "ann",
-        &[],
-        Some(br#"{"hot":true}"#.to_vec()),
-    )
-    .await?;
-    let id = created.body["id"].as_str().unwrap_or_default().to_string();
+    let (_, id) = create_note(s, "ann", br#"{"hot":true}"#).await?;
     // Cold: drop what the create wrote through.
     let client = redis::Client::open(f.redis_url.as_str())?;
     let mut conn = client.get_multiplexed_async_connection().await?;
@@ -454,16 +425,7 @@ fn redis_calls(state: &AppState, operation: &str) -> u64 {
 async fn a_cache_hit_get_is_one_redis_call_and_returns_the_stored_bytes() -> anyhow::Result<()> {
     let f = fixture().await?;
     let s = &f.state;
-    let created = call(
-        s,
-        "POST",
-        "/v1/notes",
-        "ann",
-        &[],
-        Some(br#"{"b":[1,{"z":"\u00e9"}],"a":1.5}"#.to_vec()),
-    )
-    .await?;
-    let id = created.body["id"].as_str().unwrap_or_default().to_string();
+    let (created, id) = create_note(s, "ann", br#"{"b":[1,{"z":"\u00e9"}],"a":1.5}"#).await?;
     let (admits, gets, hits, reads) = (
         redis_calls(s, "admit"),
         redis_calls(s, "cache_get"),
@@ -503,16 +465,7 @@ async fn a_cache_hit_get_is_one_redis_call_and_returns_the_stored_bytes() -> any
 async fn entries_written_by_the_previous_release_are_still_hits() -> anyhow::Result<()> {
     let f = fixture().await?;
     let s = &f.state;
-    let created = call(
-        s,
-        "POST",
-        "/v1/notes",
-        "ann",
-        &[],
-        Some(br#"{"v":1}"#.to_vec()),
-    )
-    .await?;
-    let id = created.body["id"].as_str().unwrap_or_default().to_string();
+    let (created, id) = create_note(s, "ann", br#"{"v":1}"#).await?;
     let key = format!("doc:notes:{id}");
     let client = redis::Client::open(f.redis_url.as_str())?;
     let mut conn = client.get_multiplexed_async_connection().await?;
@@ -565,16 +518,7 @@ async fn entries_written_by_the_previous_release_are_still_hits() -> anyhow::Res
 async fn reads_are_served_from_firestore_when_redis_is_down() -> anyhow::Result<()> {
     let mut f = fixture().await?;
     let s = f.state.clone();
-    let created = call(
-        &s,
-        "POST",
-        "/v1/notes",
-        "ann",
-        &[],
-        Some(br#"{"v":1}"#.to_vec()),
-    )
-    .await?;
-    let id = created.body["id"].as_str().unwrap_or_default().to_string();
+    let (created, id) = create_note(&s, "ann", br#"{"v":1}"#).await?;
     let etag = header_of(&created, header::ETAG).to_string();
     drop(f.redis.take()); // stops redis-server
     let read = call(&s, "GET", &format!("/v1/notes/{id}"), "ann", &[], None).await?;

@@ -89,6 +89,41 @@ fn reconciles(op: &RunningOperator, result: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Waits for the app's `Degraded` condition to be true with a message containing `text`;
+/// returns the message.
+async fn degraded_saying(apps: &Api<ScalableApp>, app: &str, text: &str) -> String {
+    eventually(&format!("Degraded naming {text}"), || {
+        let apps = apps.clone();
+        async move {
+            let status = apps.get(app).await.unwrap().status?;
+            let c = status
+                .conditions
+                .into_iter()
+                .find(|c| c.type_ == "Degraded" && c.status == "True")?;
+            c.message.contains(text).then_some(c.message)
+        }
+    })
+    .await
+}
+
+/// Deletes `name` and waits for the operator to create it again (a new UID).
+async fn deleted_and_restored<K>(api: &Api<K>, name: &str)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let old = api.get(name).await.unwrap().uid();
+    api.delete(name, &DeleteParams::default()).await.unwrap();
+    eventually(&format!("{name} restored"), || {
+        let api = api.clone();
+        let old = old.clone();
+        async move {
+            let restored = api.get_opt(name).await.unwrap()?;
+            (restored.uid() != old).then_some(())
+        }
+    })
+    .await;
+}
+
 /// Waits until the children and the app's status stop changing (the controller-manager
 /// settles the children's status, the operator follows in the app's status).
 async fn settled(client: &Client, ns: &str) -> BTreeMap<String, String> {
@@ -368,20 +403,7 @@ async fn children_are_created_updated_restored_pruned_and_collected() {
     .await;
 
     // A deleted child is restored; an edited one is put back.
-    let old_uid = configs.get("shop-config").await.unwrap().uid();
-    configs
-        .delete("shop-config", &DeleteParams::default())
-        .await
-        .unwrap();
-    eventually("ConfigMap restored", || {
-        let configs = configs.clone();
-        let old_uid = old_uid.clone();
-        async move {
-            let cm = configs.get_opt("shop-config").await.unwrap()?;
-            (cm.uid() != old_uid).then_some(())
-        }
-    })
-    .await;
+    deleted_and_restored(&configs, "shop-config").await;
     deployments
         .delete("shop-worker", &DeleteParams::default())
         .await
@@ -650,18 +672,7 @@ async fn a_same_named_object_of_someone_else_is_never_taken_over() {
         async move { deployments.get_opt("shop-api").await.unwrap() }
     })
     .await;
-    let degraded = eventually("Degraded naming the ConfigMap", || {
-        let apps = apps.clone();
-        async move {
-            let status = apps.get("shop").await.unwrap().status?;
-            let c = status
-                .conditions
-                .into_iter()
-                .find(|c| c.type_ == "Degraded")?;
-            (c.status == "True").then_some(c.message)
-        }
-    })
-    .await;
+    let degraded = degraded_saying(&apps, "shop", "ConfigMap shop-config").await;
     assert!(
         degraded.contains(
             "ConfigMap shop-config already exists and is not controlled by this ScalableApp"
@@ -787,38 +798,17 @@ async fn a_refused_password_create_does_not_hold_back_the_children() {
     );
 
     // The status says what failed.
-    let degraded = eventually("Degraded naming the refused Secret create", || {
-        let apps = apps.clone();
-        async move {
-            let status = apps.get("shop").await.unwrap().status?;
-            let c = status
-                .conditions
-                .into_iter()
-                .find(|c| c.type_ == "Degraded" && c.status == "True")?;
-            c.message
-                .contains("creating the Redis password Secret shop-redis-auth")
-                .then_some(c.message)
-        }
-    })
+    let degraded = degraded_saying(
+        &apps,
+        "shop",
+        "creating the Redis password Secret shop-redis-auth",
+    )
     .await;
     assert!(degraded.contains("exceeded quota"), "{degraded}");
     // A failed create is not remembered, so every reconcile tries again and is refused: a
     // child deleted now is still restored.
     let services: Api<Service> = Api::namespaced(client.clone(), ns);
-    let old = services.get("shop-api").await.unwrap().uid();
-    services
-        .delete("shop-api", &DeleteParams::default())
-        .await
-        .unwrap();
-    eventually("the api Service restored", || {
-        let services = services.clone();
-        let old = old.clone();
-        async move {
-            let s = services.get_opt("shop-api").await.unwrap()?;
-            (s.uid() != old).then_some(())
-        }
-    })
-    .await;
+    deleted_and_restored(&services, "shop-api").await;
     assert_eq!(
         password(&secrets.get("shop-redis-auth").await.unwrap()),
         password(&second),
