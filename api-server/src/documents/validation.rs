@@ -22,7 +22,9 @@ pub fn collection(allowed: &HashSet<String>, name: &str) -> Result<(), Problem> 
     }
 }
 
-/// Server-made ids are 28 lowercase hex digits; anything else cannot exist.
+/// Letters, digits, `-` and `_`, at most 64 (server-made ids are 28 lowercase hex digits): no
+/// `:` or `/`, so the id cannot change the meaning of a cache key (`doc:<collection>:<id>`) or a
+/// Firestore path. Anything else is "not found" without a Firestore read.
 pub fn document_id(id: &str) -> Result<(), Problem> {
     if !id.is_empty()
         && id.len() <= 64
