@@ -73,14 +73,26 @@ pub enum Doc {
     Stored(Arc<StoredDoc>),
 }
 
-/// The API's representation of a document. Fields in the order a `serde_json::Map` (sorted)
-/// gives them, so both sources serialise to the same bytes.
+/// The API's representation of a document (every route that returns one uses it). Fields in
+/// the order a `serde_json::Map` (sorted) gives them, so both sources serialise to the same
+/// bytes.
 #[derive(Serialize)]
-struct Representation<'a, D: Serialize + ?Sized> {
+pub struct Representation<'a, D: Serialize + ?Sized> {
     collection: &'a str,
     data: &'a D,
     id: &'a str,
     owner: &'a str,
+}
+
+impl<'a> Representation<'a, serde_json::Map<String, serde_json::Value>> {
+    pub fn of(collection: &'a str, doc: &'a StoredDoc) -> Self {
+        Self {
+            collection,
+            data: &doc.data,
+            id: &doc.id,
+            owner: &doc.owner,
+        }
+    }
 }
 
 /// `{"collection", "data", "id", "owner"}` as JSON bytes.

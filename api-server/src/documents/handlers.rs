@@ -12,7 +12,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::cache::{Doc, PrefetchedEntry};
+use super::cache::{Doc, PrefetchedEntry, Representation};
 use super::store::{StoreError, StoredDoc, Version};
 use super::validation;
 use crate::auth::Caller;
@@ -43,12 +43,8 @@ fn store_problem(e: &StoreError) -> Problem {
 }
 
 fn representation(collection: &str, doc: &StoredDoc) -> Value {
-    json!({
-        "id": doc.id,
-        "collection": collection,
-        "owner": doc.owner,
-        "data": doc.data,
-    })
+    // Strings and a JSON map: serialising cannot fail.
+    serde_json::to_value(Representation::of(collection, doc)).unwrap_or_default()
 }
 
 fn with_etag(response: Response, doc: &StoredDoc) -> Response {
@@ -156,7 +152,7 @@ pub async fn create(
     state.documents.cache.written(&collection, &doc).await;
     let mut response = (
         StatusCode::CREATED,
-        axum::Json(representation(&collection, &doc)),
+        axum::Json(Representation::of(&collection, &doc)),
     )
         .into_response();
     if let Ok(v) = HeaderValue::from_str(&format!("/v1/{collection}/{}", doc.id)) {
@@ -294,7 +290,7 @@ pub async fn patch(
     };
     state.documents.cache.written(&collection, &doc).await;
     Ok(with_etag(
-        axum::Json(representation(&collection, &doc)).into_response(),
+        axum::Json(Representation::of(&collection, &doc)).into_response(),
         &doc,
     ))
 }
