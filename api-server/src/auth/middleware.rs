@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
 use axum::extract::{FromRequestParts as _, MatchedPath, RawPathParams, Request, State};
 use axum::http::{HeaderMap, Method, header};
 use axum::middleware::Next;
@@ -73,7 +72,7 @@ pub async fn require_caller(State(state): State<AppState>, req: Request, next: N
         && let Some(entry) = a.cached.take()
     {
         req.extensions_mut()
-            .insert(PrefetchedEntry::new(key, entry.map(Bytes::from)));
+            .insert(PrefetchedEntry::new(key, entry));
     }
     let stored = match &admission {
         Ok(a) => Ok(a.revoked_at),
