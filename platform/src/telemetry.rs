@@ -57,7 +57,8 @@ impl Telemetry {
 /// that log a line per request: while that thread writes, the lines of other requests gather
 /// and go out in the next `write(2)`, and request threads never wait on the stdout lock or the
 /// disk. No line is dropped: past [`BatchedStdout::MAX_PENDING`] bytes, loggers wait for the
-/// writer. Lines reach stdout as soon as the writer thread runs, with no timer.
+/// writer. After an idle moment the first line is written at once; while lines keep coming,
+/// they go out every [`GATHER`].
 #[derive(Clone)]
 pub struct BatchedStdout(Arc<Batch>);
 
@@ -69,8 +70,10 @@ struct Batch {
     taken: Condvar,
 }
 
-/// How long the writer lets lines gather after a write while they keep coming.
-const GATHER: std::time::Duration = std::time::Duration::from_micros(200);
+/// How long the writer lets lines gather after a write while they keep coming. Each pause is
+/// a sleep and a wake-up of this thread: at 200 µs they were most of the api-server's context
+/// switches beyond the bare floor's (0.185 against 0.108 per request under wrk; 0.129 at 2 ms).
+const GATHER: std::time::Duration = std::time::Duration::from_millis(2);
 
 #[derive(Default)]
 struct Pending {
