@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod config;
 pub mod documents;
+pub mod edge;
 pub mod files;
 pub mod jobs;
 pub mod lanes;

@@ -12,9 +12,8 @@
 use std::net::SocketAddr;
 
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::config::FailMode;
@@ -319,7 +318,11 @@ fn integer(field: &[u8]) -> Option<i64> {
 /// The limit of unauthenticated routes, keyed by client IP. (Authenticated routes are limited
 /// by uid in the authentication layer, which gets the decision from its admission script and
 /// calls [`enforce`].)
-pub async fn limit(State(state): State<AppState>, req: Request, next: Next) -> Response {
+pub async fn limit<F, Fut>(state: &AppState, req: Request, run: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
     let key = format!(
         "ratelimit:ip:{}",
         client_ip(&req, state.trust_forwarded_for)
@@ -329,22 +332,27 @@ pub async fn limit(State(state): State<AppState>, req: Request, next: Next) -> R
         .check(&key)
         .await
         .map_err(|e| e.to_string());
-    enforce(&state, decision, req, next).await
+    enforce(state, decision, req, run).await
 }
 
-/// Runs the request if `decision` allows it (or Redis failed and the limiter fails open),
-/// with the RateLimit headers on the response; else answers 429 (or 503 failing closed).
-pub async fn enforce(
+/// Runs the request through `run` if `decision` allows it (or Redis failed and the limiter
+/// fails open), with the RateLimit headers on the response; else answers 429 (or 503 failing
+/// closed).
+pub async fn enforce<F, Fut>(
     state: &AppState,
     decision: Result<Decision, String>,
     req: Request,
-    next: Next,
-) -> Response {
+    run: F,
+) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
     let limiter = &state.rate_limiter;
     match decision {
         Ok(d) if d.allowed => {
             limiter.metrics.rate_limit("allowed");
-            let mut response = next.run(req).await;
+            let mut response = run(req).await;
             limiter.headers(&d, response.headers_mut());
             response
         }
@@ -368,7 +376,7 @@ pub async fn enforce(
             FailMode::Open => {
                 limiter.metrics.rate_limit("fail_open");
                 tracing::warn!(error = %e, "rate limiter unavailable; allowing (fail open)");
-                next.run(req).await
+                run(req).await
             }
             FailMode::Closed => {
                 limiter.metrics.rate_limit("fail_closed");

@@ -14,21 +14,19 @@ use axum::{Extension, Json, Router, middleware};
 use serde::Deserialize;
 use serde_json::json;
 use tower::ServiceBuilder;
-use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::timeout::TimeoutLayer;
 
+use crate::auth::Caller;
 use crate::auth::revocation::RevokeError;
-use crate::auth::{self, Caller};
 use crate::documents::{handlers, validation};
+use crate::edge::{EdgeLayer, Gate};
 use crate::files::handlers as files;
-use crate::observability::{self, TraceContext};
+use crate::jobs;
+use crate::observability::TraceContext;
 use crate::problem::{self, Problem};
 use crate::state::AppState;
-use crate::{jobs, ratelimit, shutdown};
 
-/// Each `Router::layer` call boxes every route's service once more, and every `from_fn` layer
-/// clones the service under it per request, so the layers go in as one `ServiceBuilder` stack
-/// per group: nested boxes made a request clone (and allocate) the chain below each layer again.
+/// Every route gets one [`EdgeLayer`] (see [`crate::edge`]), with the gate of its group; the
+/// body limit is the only other layer.
 pub fn public(state: AppState) -> Router {
     let authenticated = Router::new()
         .route("/v1/me", get(me))
@@ -50,49 +48,23 @@ pub fn public(state: AppState) -> Router {
                 .patch(handlers::patch)
                 .delete(handlers::delete),
         )
-        // Authentication also applies the rate limit, keyed by uid: both come from one
-        // Redis script call.
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_caller,
-        ));
-    // Unauthenticated routes are rate limited by client IP.
+        .layer(
+            ServiceBuilder::new()
+                .layer(EdgeLayer::new(state.clone(), Gate::Caller))
+                .layer(DefaultBodyLimit::max(validation::MAX_BODY_BYTES)),
+        );
     let anonymous = Router::new()
         .route("/openapi.json", get(crate::openapi::serve))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            ratelimit::limit,
-        ));
+        .layer(EdgeLayer::new(state.clone(), Gate::ClientIp));
+    // Unknown paths: a 404 problem, still logged and counted, and not rate limited.
+    let unknown = Router::new()
+        .fallback(problem::not_found)
+        .layer(EdgeLayer::new(state.clone(), Gate::Open));
     Router::new()
         .merge(authenticated)
         .merge(anonymous)
-        .fallback(problem::not_found)
-        // Outermost first. A hung dependency answers 504 instead of holding the connection,
-        // and a panic answers 500 instead of dropping it; both still become problem+json and
-        // are counted by `edge`.
-        .layer(
-            ServiceBuilder::new()
-                .layer(middleware::from_fn_with_state(state.clone(), edge))
-                .layer(CatchPanicLayer::custom(problem::panicked))
-                .layer(TimeoutLayer::with_status_code(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    state.request_timeout,
-                ))
-                .layer(DefaultBodyLimit::max(validation::MAX_BODY_BYTES)),
-        )
+        .merge(unknown)
         .with_state(state)
-}
-
-/// Around every public request, in one layer: the request's span, log line and metrics; error
-/// responses made problem+json; `Connection: close` while draining.
-async fn edge(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let mut response =
-        observability::track_request(&state.metrics, state.export_spans, req, |req| async move {
-            problem::ensure_problem_json(next.run(req).await).await
-        })
-        .await;
-    shutdown::close_connection_while_draining(&state, &mut response);
-    response
 }
 
 pub fn admin(state: AppState) -> Router {

@@ -633,3 +633,55 @@ async fn a_limit_above_one_per_microsecond_still_reports_what_remains() -> anyho
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn a_panicking_handler_answers_a_500_problem_and_is_counted() -> anyhow::Result<()> {
+    use api_server::edge::{EdgeLayer, Gate};
+    use tower::ServiceExt as _;
+    let f = fixture().await?;
+    // A route of our own behind the public routes' edge: admitted as a caller, then it panics.
+    let app = axum::Router::new()
+        .route(
+            "/v1/boom",
+            axum::routing::get(|| async {
+                if PROJECT.is_empty() {
+                    return "unreachable";
+                }
+                panic!("the handler failed")
+            }),
+        )
+        .layer(EdgeLayer::new(f.state.clone(), Gate::Caller))
+        .with_state(f.state.clone());
+    let req = || {
+        Request::get("/v1/boom")
+            .header(
+                "authorization",
+                format!("Bearer {}", caller_token(PROJECT, "ann")),
+            )
+            .body(Body::empty())
+    };
+    for _ in 0..2 {
+        let response = app.clone().oneshot(req()?).await?;
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            "application/problem+json"
+        );
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16).await?;
+        let body: serde_json::Value = serde_json::from_slice(&body)?;
+        assert_eq!(body["status"], 500, "{body}");
+        // The panic message may hold request data: it goes to the log, not to the client.
+        assert!(!body.to_string().contains("the handler failed"), "{body}");
+    }
+    let text = f.state.metrics.encode();
+    assert!(
+        text.lines().any(
+            |l| l.starts_with("http_server_request_duration_seconds_count")
+                && l.contains(r#"http_route="/v1/boom""#)
+                && l.contains(r#"http_response_status_code="500""#)
+                && l.ends_with(" 2")
+        ),
+        "{text}"
+    );
+    Ok(())
+}

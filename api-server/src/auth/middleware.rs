@@ -3,9 +3,8 @@
 
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts as _, MatchedPath, RawPathParams, Request, State};
+use axum::extract::{FromRequestParts as _, MatchedPath, RawPathParams, Request};
 use axum::http::{HeaderMap, Method, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::{AuthError, TokenKind, VerifiedToken, revocation};
@@ -47,7 +46,13 @@ fn credential<'a>(headers: &'a HeaderMap, cookie_name: &str) -> Option<(&'a str,
         .map(|(_, value)| (value, TokenKind::SessionCookie))
 }
 
-pub async fn require_caller(State(state): State<AppState>, req: Request, next: Next) -> Response {
+/// Admits an authenticated caller (see [`crate::edge`]): the request runs through `run` with
+/// its [`Caller`] in the extensions, or is answered 401, 429 or 503 here.
+pub async fn require_caller<F, Fut>(state: &AppState, req: Request, run: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
     let Some((token, kind)) = credential(req.headers(), &state.session_cookie_name) else {
         state.metrics.auth_failure(AuthError::Missing.reason());
         return AuthError::Missing.into_response();
@@ -58,7 +63,7 @@ pub async fn require_caller(State(state): State<AppState>, req: Request, next: N
     };
     // Revocation, rate limit and (for a document GET) the cache read in one Redis call; the
     // decision is enforced below, and the GET handler gets the cache entry.
-    let (mut req, cache_key) = document_read(req, &state).await;
+    let (mut req, cache_key) = document_read(req, state).await;
     let mut admission = state
         .rate_limiter
         .admit(
@@ -101,7 +106,7 @@ pub async fn require_caller(State(state): State<AppState>, req: Request, next: N
         Err(e) => Err(e.to_string()),
     };
     req.extensions_mut().insert(Caller(verified));
-    ratelimit::enforce(&state, decision, req, next).await
+    ratelimit::enforce(state, decision, req, run).await
 }
 
 /// The route whose GET reads a document through the cache.
