@@ -89,6 +89,13 @@ async fn main() -> anyhow::Result<()> {
     // Served as the api-server serves its public port, on one lane per CPU; never stopped.
     let (_stop, never) = tokio::sync::watch::channel(false);
     let lanes = api_server::lanes::count(0);
-    api_server::lanes::serve(listener, move || app.clone(), lanes, never).await?;
+    api_server::lanes::serve(
+        listener,
+        move || app.clone(),
+        lanes,
+        std::time::Duration::from_millis(500),
+        never,
+    )
+    .await?;
     Ok(())
 }

@@ -70,7 +70,13 @@ async fn lanes_spread_connections_keep_them_and_drain_on_stop() -> anyhow::Resul
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr: SocketAddr = listener.local_addr()?;
     let (stop, stopped) = watch::channel(false);
-    let serving = tokio::spawn(lanes::serve(listener, router, 2, stopped));
+    let serving = tokio::spawn(lanes::serve(
+        listener,
+        router,
+        2,
+        Duration::from_millis(500),
+        stopped,
+    ));
 
     // Four connections, opened one after another: the fewest-open rule alternates them, and
     // each stays on its lane for every request it carries.
