@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderValue, Method};
 use axum::response::Response;
+use futures::future::Either;
+use platform::telemetry::TraceIds;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -321,32 +323,48 @@ fn route_label(route: &str) -> &'static str {
 
 /// W3C trace context of the request: the caller's trace id when a valid `traceparent` came in,
 /// else a new one; always a new span id for this server's span.
+/// The ids are shared with the request's log lines (`platform::telemetry::with_trace_ids`).
 #[derive(Debug, Clone)]
 pub struct TraceContext {
-    pub trace_id: String,
-    pub span_id: String,
-    pub parent_span_id: Option<String>,
+    pub ids: Arc<TraceIds>,
     pub sampled: bool,
 }
 
+impl std::ops::Deref for TraceContext {
+    type Target = TraceIds;
+
+    fn deref(&self) -> &TraceIds {
+        &self.ids
+    }
+}
+
 impl TraceContext {
+    fn new(
+        trace_id: String,
+        span_id: String,
+        parent_span_id: Option<String>,
+        sampled: bool,
+    ) -> Self {
+        let ids = TraceIds {
+            trace_id,
+            span_id,
+            parent_span_id,
+        };
+        Self {
+            ids: Arc::new(ids),
+            sampled,
+        }
+    }
+
     pub fn from_header(value: Option<&HeaderValue>) -> Self {
         let parsed = value
             .and_then(|v| v.to_str().ok())
             .and_then(parse_traceparent);
         match parsed {
-            Some((trace_id, parent, flags)) => Self {
-                trace_id,
-                span_id: trace_hex(8),
-                parent_span_id: Some(parent),
-                sampled: flags & 1 == 1,
-            },
-            None => Self {
-                trace_id: trace_hex(16),
-                span_id: trace_hex(8),
-                parent_span_id: None,
-                sampled: false,
-            },
+            Some((trace_id, parent, flags)) => {
+                Self::new(trace_id, trace_hex(8), Some(parent), flags & 1 == 1)
+            }
+            None => Self::new(trace_hex(16), trace_hex(8), None, false),
         }
     }
 
@@ -416,12 +434,13 @@ fn trace_hex(bytes: usize) -> String {
 
 fn hex_string(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    let mut hex = vec![0; bytes.len() * 2];
+    for (pair, b) in hex.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 0xf)];
     }
-    out
+    // Hex digits are ASCII: never the empty default.
+    String::from_utf8(hex).unwrap_or_default()
 }
 
 /// The `traceparent` for an outgoing call made inside the current span, when spans are
@@ -483,12 +502,12 @@ fn request_trace(
     if !otel.is_valid() {
         return (span, ours, false);
     }
-    let trace = TraceContext {
-        trace_id: otel.trace_id().to_string(),
-        span_id: otel.span_id().to_string(),
-        parent_span_id: ours.parent_span_id,
-        sampled: otel.is_sampled(),
-    };
+    let trace = TraceContext::new(
+        otel.trace_id().to_string(),
+        otel.span_id().to_string(),
+        ours.parent_span_id.clone(),
+        otel.is_sampled(),
+    );
     (span, trace, true)
 }
 
@@ -557,14 +576,15 @@ where
         .get::<MatchedPath>()
         .map_or("unmatched", |p| route_label(p.as_str()));
     let (span, trace, exporting) = request_trace(&req, &method, route, export_spans);
-    let ids = std::sync::Arc::new(platform::telemetry::TraceIds {
-        trace_id: trace.trace_id.clone(),
-        span_id: trace.span_id.clone(),
-        parent_span_id: trace.parent_span_id.clone(),
-    });
+    let ids = trace.ids.clone();
     req.extensions_mut().insert(trace);
-    let response =
-        platform::telemetry::with_trace_ids(ids.clone(), run(req).instrument(span.clone())).await;
+    // A disabled span's enter and exit on every poll are not free: instrument only exported ones.
+    let run = if exporting {
+        Either::Left(run(req).instrument(span.clone()))
+    } else {
+        Either::Right(run(req))
+    };
+    let response = platform::telemetry::with_trace_ids(ids.clone(), run).await;
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
     // An exported span carries the status; the log line has it as `http.status` anyway.

@@ -4,7 +4,8 @@
 use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
@@ -178,15 +179,14 @@ pub async fn get(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     path: Result<Path<(String, String)>, PathRejection>,
-    headers: HeaderMap,
+    IfNoneMatch(if_none_match): IfNoneMatch,
     prefetched: Option<Extension<PrefetchedEntry>>,
 ) -> Result<Response, Problem> {
     let Path((collection, id)) = path.map_err(path_problem)?;
     let prefetched = prefetched.and_then(|Extension(p)| p.take_for(&collection, &id));
     let doc = readable(&state, &caller, &collection, &id, prefetched).await?;
     let etag = doc.etag();
-    let not_modified = headers
-        .get_all(header::IF_NONE_MATCH)
+    let not_modified = if_none_match
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
@@ -210,6 +210,25 @@ pub async fn get(
             .into_response()
     };
     Ok(with_etag_header(response, etag))
+}
+
+/// The request's `If-None-Match` values: what a GET needs of the headers, without copying the
+/// whole map (a 1 KB bearer token included) as the `HeaderMap` extractor does.
+pub struct IfNoneMatch(Vec<HeaderValue>);
+
+impl<S: Send + Sync> FromRequestParts<S> for IfNoneMatch {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(
+            parts
+                .headers
+                .get_all(header::IF_NONE_MATCH)
+                .iter()
+                .cloned()
+                .collect(),
+        ))
+    }
 }
 
 /// The version in `If-Match`: required (428 without), 412 when it cannot match anything.
