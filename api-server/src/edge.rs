@@ -107,9 +107,18 @@ where
 }
 
 /// Runs the request through `inner` if the gate lets it in.
-async fn admit<S>(state: &AppState, gate: Gate, req: Request, inner: S) -> Response
+///
+/// Boxed here, once: the admission's future is kilobytes large, and inline it made the edge's
+/// own future about 18 KB, moved (copied) whole at every level that wraps it.
+fn admit<'a, S>(
+    state: &'a AppState,
+    gate: Gate,
+    req: Request,
+    inner: S,
+) -> Pin<Box<dyn Future<Output = Response> + Send + 'a>>
 where
-    S: Service<Request, Response = Response, Error = Infallible>,
+    S: Service<Request, Response = Response, Error = Infallible> + Send + 'static,
+    S::Future: Send + 'static,
 {
     let run = |req: Request| async move {
         match inner.oneshot(req).await {
@@ -118,8 +127,8 @@ where
         }
     };
     match gate {
-        Gate::Caller => auth::require_caller(state, req, run).await,
-        Gate::ClientIp => ratelimit::limit(state, req, run).await,
-        Gate::Open => run(req).await,
+        Gate::Caller => Box::pin(auth::require_caller(state, req, run)),
+        Gate::ClientIp => Box::pin(ratelimit::limit(state, req, run)),
+        Gate::Open => Box::pin(run(req)),
     }
 }

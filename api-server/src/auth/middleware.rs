@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts as _, MatchedPath, RawPathParams, Request};
+use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderMap, Method, header};
 use axum::response::{IntoResponse, Response};
 
@@ -63,7 +63,8 @@ where
     };
     // Revocation, rate limit and (for a document GET) the cache read in one Redis call; the
     // decision is enforced below, and the GET handler gets the cache entry.
-    let (mut req, cache_key) = document_read(req, state).await;
+    let cache_key = document_read(&req, state);
+    let mut req = req;
     let mut admission = state
         .rate_limiter
         .admit(
@@ -98,11 +99,11 @@ where
         // The script saw a revocation and took no rate-limit decision; `judge` rejects such a
         // token, so this arm is only reached if the two ever disagree: then ask Redis on its
         // own rather than let the request through unmetered.
-        Ok(Admission { decision: None, .. }) => state
-            .rate_limiter
-            .check(&ratelimit::uid_key(&verified.uid))
-            .await
-            .map_err(|e| e.to_string()),
+        Ok(Admission { decision: None, .. }) => {
+            Box::pin(state.rate_limiter.check(&ratelimit::uid_key(&verified.uid)))
+                .await
+                .map_err(|e| e.to_string())
+        }
         Err(e) => Err(e.to_string()),
     };
     req.extensions_mut().insert(Caller(verified));
@@ -114,39 +115,23 @@ const DOCUMENT_ROUTE: &str = "/v1/{collection}/{id}";
 
 /// The cache key of the document a `GET /v1/{collection}/{id}` reads, when the path names a
 /// readable collection and a possible id (else the handler refuses it without reading).
-async fn document_read(req: Request, state: &AppState) -> (Request, Option<String>) {
+///
+/// Taken from the raw path rather than axum's (percent-decoded) path parameters: valid
+/// collection names and ids have nothing to decode, so a path with an escape in them only
+/// loses the prefetch (the handler decodes, validates and reads as usual).
+fn document_read(req: &Request, state: &AppState) -> Option<String> {
     let is_read = req.method() == Method::GET
         && req
             .extensions()
             .get::<MatchedPath>()
             .is_some_and(|p| p.as_str() == DOCUMENT_ROUTE);
     if !is_read {
-        return (req, None);
+        return None;
     }
-    let (mut parts, body) = req.into_parts();
-    let params = RawPathParams::from_request_parts(&mut parts, &()).await;
-    let req = Request::from_parts(parts, body);
-    let Ok(params) = params else {
-        return (req, None);
-    };
-    let (mut collection, mut id) = (None, None);
-    for (name, value) in &params {
-        match name {
-            "collection" => collection = Some(value),
-            "id" => id = Some(value),
-            _ => {}
-        }
-    }
-    let key = match (collection, id) {
-        (Some(c), Some(i))
-            if validation::collection(&state.documents.collections, c).is_ok()
-                && validation::document_id(i).is_ok() =>
-        {
-            Some(cache::key(c, i))
-        }
-        _ => None,
-    };
-    (req, key)
+    let (collection, id) = req.uri().path().strip_prefix("/v1/")?.split_once('/')?;
+    (validation::collection(&state.documents.collections, collection).is_ok()
+        && validation::document_id(id).is_ok())
+    .then(|| cache::key(collection, id))
 }
 
 fn refused(e: AuthError) -> Response {

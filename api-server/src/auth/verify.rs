@@ -154,7 +154,9 @@ impl Verifier {
         let verified = match self.cache.get(&hash, now, self.skew) {
             Some(v) => v,
             None => {
-                let claims = self.signed_claims(token, kind).await?;
+                // Boxed: the key fetch makes this future kilobytes large, and every request's
+                // future would carry (and move) it, though a repeated token never gets here.
+                let claims = Box::pin(self.signed_claims(token, kind)).await?;
                 let v = Arc::new(check_claims(claims, kind, &self.project, now, self.skew)?);
                 self.cache.insert(hash, v.clone(), now);
                 v
