@@ -128,7 +128,9 @@ async fn auth_emulator_flow_sign_up_call_revoke_rejected_on_every_server() -> an
     );
 
     // Emulator mode was announced, and every request logged one JSON line.
-    let log = a.log_text();
+    let log = a
+        .log_text_when(|log| log.matches(r#""message":"request""#).count() >= 4)
+        .await;
     assert!(log.contains("accepting UNSIGNED emulator tokens"), "{log}");
     let request_lines: Vec<Value> = log
         .lines()
@@ -214,7 +216,12 @@ async fn admin_port_serves_health_readiness_and_metrics() -> anyhow::Result<()> 
         assert!(metrics.contains(needle), "missing {needle} in\n{metrics}");
     }
     // The caller's trace id is on the request's log line, and on the lines logged inside it.
-    let log = server.log_text();
+    let log = server
+        .log_text_when(|log| {
+            log.lines()
+                .any(|l| l.contains(refused_trace) && l.contains(r#""message":"request""#))
+        })
+        .await;
     assert!(
         log.lines()
             .any(|l| l.contains(trace) && l.contains(r#""message":"request""#)),

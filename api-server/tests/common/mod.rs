@@ -292,6 +292,19 @@ impl ApiProcess {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The log once `complete` says it has what the caller expects, or after 5 s: lines reach
+    /// the file a few milliseconds after the request they belong to is answered.
+    pub async fn log_text_when(&self, complete: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let log = self.log_text();
+            if complete(&log) || std::time::Instant::now() > deadline {
+                return log;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
     pub fn sigterm(&self) -> anyhow::Result<()> {
         let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id())?);
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
