@@ -111,11 +111,19 @@ pub async fn ensure_problem_json(response: Response) -> Response {
     if is_problem {
         return response;
     }
+    // Boxed: reading the body makes this future half a kilobyte, which every request's future
+    // would carry, though only an error from axum itself gets here.
+    Box::pin(rewritten(response)).await
+}
+
+/// `response` (an error of axum's, plain text) as a problem.
+async fn rewritten(response: Response) -> Response {
+    let status = response.status();
     let (mut parts, body) = response.into_parts();
     // The original body is axum's short plain-text reason; keep it as the detail.
     let detail = match axum::body::to_bytes(body, 64 * 1024).await {
         Ok(b) if !b.is_empty() => String::from_utf8_lossy(&b).into_owned(),
-        // Only the request timeout layer answers 504, with no body.
+        // Only the edge's request timeout answers 504, with no body.
         _ if status == StatusCode::GATEWAY_TIMEOUT => {
             "the request did not finish in time (a dependency is slow); it may be retried".into()
         }

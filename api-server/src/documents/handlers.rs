@@ -180,10 +180,10 @@ pub async fn get(
     Extension(caller): Extension<Caller>,
     path: Result<Path<(String, String)>, PathRejection>,
     IfNoneMatch(if_none_match): IfNoneMatch,
-    prefetched: Option<Extension<PrefetchedEntry>>,
+    Prefetched(prefetched): Prefetched,
 ) -> Result<Response, Problem> {
     let Path((collection, id)) = path.map_err(path_problem)?;
-    let prefetched = prefetched.and_then(|Extension(p)| p.take_for(&collection, &id));
+    let prefetched = prefetched.and_then(|p| p.take_for(&collection, &id));
     let doc = readable(&state, &caller, &collection, &id, prefetched).await?;
     let etag = doc.etag();
     let not_modified = if_none_match
@@ -228,6 +228,18 @@ impl<S: Send + Sync> FromRequestParts<S> for IfNoneMatch {
                 .cloned()
                 .collect(),
         ))
+    }
+}
+
+/// The cache entry the admission read for this request, taken out of the extensions (the
+/// `Extension` extractor would clone it).
+pub struct Prefetched(Option<PrefetchedEntry>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Prefetched {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(parts.extensions.remove()))
     }
 }
 
