@@ -48,7 +48,7 @@ fn credential<'a>(headers: &'a HeaderMap, cookie_name: &str) -> Option<(&'a str,
 
 /// Admits an authenticated caller (see [`crate::edge`]): the request runs through `run` with
 /// its [`Caller`] in the extensions, or is answered 401, 429 or 503 here.
-pub async fn require_caller<F, Fut>(state: &AppState, req: Request, run: F) -> Response
+pub async fn require_caller<F, Fut>(state: &AppState, mut req: Request, run: F) -> Response
 where
     F: FnOnce(Request) -> Fut,
     Fut: Future<Output = Response>,
@@ -64,7 +64,6 @@ where
     // Revocation, rate limit and (for a document GET) the cache read in one Redis call; the
     // decision is enforced below, and the GET handler gets the cache entry.
     let cache_key = document_read(&req, state);
-    let mut req = req;
     let mut admission = state
         .rate_limiter
         .admit(
