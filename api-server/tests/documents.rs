@@ -685,3 +685,40 @@ async fn a_panicking_handler_answers_a_500_problem_and_is_counted() -> anyhow::R
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn anonymous_routes_are_limited_by_client_ip() -> anyhow::Result<()> {
+    let f = fixture_with(&["--rate-limit", "2", "--trust-forwarded-for"]).await?;
+    let get = |forwarded_for: &str| {
+        Request::get("/openapi.json")
+            .header("x-forwarded-for", forwarded_for)
+            .body(Body::empty())
+    };
+    for remaining in ["1", "0"] {
+        let served = reply_of(&f.state, get("203.0.113.7")?).await?;
+        assert_eq!(served.status, StatusCode::OK);
+        assert!(
+            header_of(&served, "ratelimit".parse()?).contains(&format!("r={remaining}")),
+            "{:?}",
+            served.headers
+        );
+    }
+    let limited = reply_of(&f.state, get("203.0.113.7")?).await?;
+    assert_problem(&limited, 429);
+    assert!(limited.headers.contains_key(header::RETRY_AFTER));
+    // Another client has a budget of its own (the first X-Forwarded-For entry is the client).
+    let other = reply_of(&f.state, get("198.51.100.2, 203.0.113.7")?).await?;
+    assert_eq!(other.status, StatusCode::OK);
+    let client = redis::Client::open(f.redis_url.as_str())?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let mut keys: Vec<String> = redis::cmd("KEYS")
+        .arg("ratelimit:ip:*")
+        .query_async(&mut conn)
+        .await?;
+    keys.sort();
+    assert_eq!(
+        keys,
+        ["ratelimit:ip:198.51.100.2", "ratelimit:ip:203.0.113.7"]
+    );
+    Ok(())
+}
