@@ -5,7 +5,7 @@
 //!
 //! One service instead of a stack of `from_fn` and tower-http layers: each of those moved the
 //! request and its future into a box of its own, and `from_fn` cloned the boxed route under it,
-//! per request (callgrind: about 4,000 instructions of a cache-hit GET).
+//! per request (callgrind: about 2,200 instructions of a cache-hit GET).
 
 use std::convert::Infallible;
 use std::panic::AssertUnwindSafe;

@@ -197,7 +197,8 @@ impl Lane {
 /// due within `period`, half the shortest per-call timeout, no new timer is due earlier than
 /// the planned wake-up; the cost is one wake-up per `period` when idle.
 async fn keep_a_timer_due(period: Duration) {
-    let mut tick = tokio::time::interval(period);
+    // `interval` panics on a zero period.
+    let mut tick = tokio::time::interval(period.max(Duration::from_millis(1)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;

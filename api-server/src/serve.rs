@@ -100,7 +100,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
         lanes,
         // Half the shortest timeout a request's calls start (see `lanes::keep_a_timer_due`).
-        (args.redis_timeout().min(args.request_timeout()) / 2).max(Duration::from_millis(1)),
+        args.redis_timeout().min(args.request_timeout()) / 2,
         stop_rx.clone(),
     ));
 
