@@ -4,10 +4,11 @@
 //!     floor <port> [<redis-url>]
 //!
 //! `GET /hello` answers a static 200 (axum + hyper and nothing else). `GET /script` first runs
-//! one Redis script (TIME, GET, SET: the shape of a GCRA decision), which is the one call per
-//! request the API's distributed rate limit needs. Served like the api-server's public port:
-//! lanes (`api_server::lanes`), each with its own multiplexed Redis connection. No
-//! authentication, logging, metrics or middleware: anything real only adds to this.
+//! one Redis script (TIME, GET, SET: the shape of a GCRA decision), a call of its own per
+//! request. Served like the api-server's public port: lanes (`api_server::lanes`), each with
+//! its own multiplexed Redis connection. No authentication, logging, metrics or middleware.
+//! The api-server batches the admissions a lane starts together into one script call
+//! (`api_server::ratelimit`), so its Redis cost per request can be below this one's.
 
 use axum::Router;
 use axum::extract::State;

@@ -49,7 +49,7 @@ pub fn count(configured: usize) -> usize {
 }
 
 /// Serves a router `router()` builds for each lane on `listener` with `lanes` lanes until
-/// `stop` turns true (each lane keeps a timer due within `tick`: see [`keep_a_timer_due`]),
+/// `stop` turns true (each lane keeps a timer due within `tick`: see `keep_a_timer_due`),
 /// then stops accepting and returns once every lane's connections have finished. The lanes'
 /// runtimes keep running until the returned [`Parked`] is dropped: tasks started on a lane (the
 /// job queue's committer, a Redis connection reopened there after a failover) may still serve

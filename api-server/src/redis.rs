@@ -85,6 +85,11 @@ impl Redis {
         self
     }
 
+    /// How many lanes have a connection of their own.
+    pub fn lanes(&self) -> usize {
+        self.lanes.len()
+    }
+
     /// Opens lane `lane`'s connection on the calling (lane's) runtime, retrying until Redis
     /// answers; until then the lane's calls use the shared connection.
     async fn open_lane(self, lane: usize) {

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use super::{AuthError, TokenKind, VerifiedToken, revocation};
 use crate::documents::cache::{self, PrefetchedEntry};
 use crate::documents::validation;
-use crate::ratelimit::{self, Admission};
+use crate::ratelimit::{self, Admission, AdmissionKeys};
 use crate::state::AppState;
 
 /// The authenticated caller of a request.
@@ -63,18 +63,14 @@ where
     };
     // Revocation, rate limit and (for a document GET) the cache read in one Redis call; the
     // decision is enforced below, and the GET handler gets the cache entry.
-    let cache_key = document_read(&req, state);
-    let mut admission = state
-        .rate_limiter
-        .admit(
-            &ratelimit::uid_key(&verified.uid),
-            &revocation::key(&verified.uid),
-            verified.auth_time,
-            cache_key.as_deref(),
-        )
-        .await;
-    if let (Ok(a), Some(key)) = (&mut admission, cache_key)
-        && let Some(entry) = a.cached.take()
+    let keys = AdmissionKeys {
+        budget: ratelimit::uid_key(&verified.uid),
+        revocation: revocation::key(&verified.uid),
+        cache: document_read(&req, state),
+    };
+    let mut admission = state.rate_limiter.admit(keys, verified.auth_time).await;
+    if let Ok(a) = &mut admission
+        && let Some((key, entry)) = a.cached.take()
     {
         req.extensions_mut()
             .insert(PrefetchedEntry::new(key, entry));
