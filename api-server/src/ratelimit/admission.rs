@@ -10,8 +10,9 @@
 //! reply's parse). Under load a lane starts several admissions per turn and they share it; a
 //! lone request waits for nothing but the rest of its own turn.
 //!
-//! The script formats no numbers (`string.format` cost about 0.3 µs per admission in Redis) and
-//! writes each budget once per call, however many of the call's admissions spent it. It
+//! The script formats no number per admission (`string.format` cost about 0.3 µs each in Redis),
+//! only each budget's new time, which it writes once per call however many of the call's
+//! admissions spent it. It
 //! replies with Redis's time (`"<seconds> <micros>"`), then one string per admission:
 //! `"<code> <stored tat> <stored revocation>"` as it read them (`-` when absent), then, when
 //! the entry was asked for and the request is allowed, `"\n="` and the entry, or `"\n!"` when
@@ -118,21 +119,24 @@ impl Rate {
     /// The decision an admission's reply states, at Redis time `now` (µs) with theoretical
     /// arrival time `tat`: the new one when allowed, the stored one when limited.
     fn decision(self, allowed: bool, now: i64, tat: i64) -> Decision {
+        // Saturating: a stored time is whatever the key holds.
         let ms = |us: i64| (us.max(0) as u64).div_ceil(1000);
+        let ahead = tat.saturating_sub(now);
         if allowed {
-            let allow_at = tat - self.period_us;
             Decision {
                 allowed,
-                remaining: ((now - allow_at).max(0) / self.emission_us) as u64,
+                remaining: (self.period_us.saturating_sub(ahead).max(0) / self.emission_us) as u64,
                 retry_after_ms: 0,
-                reset_ms: ms(tat - now),
+                reset_ms: ms(ahead),
             }
         } else {
             Decision {
                 allowed,
                 remaining: 0,
-                retry_after_ms: ms(tat + self.emission_us - self.period_us - now),
-                reset_ms: ms(tat - now),
+                retry_after_ms: ms(ahead
+                    .saturating_add(self.emission_us)
+                    .saturating_sub(self.period_us)),
+                reset_ms: ms(ahead),
             }
         }
     }
@@ -191,27 +195,28 @@ impl Admissions {
             waiting.len() == 1
         };
         if first {
-            tokio::spawn(Arc::clone(self).send(queue));
+            tokio::spawn(Self::send(Unsent {
+                admissions: Arc::clone(self),
+                queue,
+                taken: false,
+            }));
         }
         answered
             .await
             .map_err(|_| unexpected("the admission call ended without an answer", String::new()))?
     }
 
-    /// Sends what `queue` holds, in calls of at most [`MAX_BATCH`] (pipelined together).
-    async fn send(self: Arc<Self>, queue: usize) {
-        let mut waiting = std::mem::take(
-            &mut *self.queues[queue]
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-        );
+    /// Sends what the queue holds, in calls of at most [`MAX_BATCH`] (pipelined together).
+    async fn send(mut unsent: Unsent) {
+        let mut waiting = unsent.take();
+        let admissions = &unsent.admissions;
         let mut batches = Vec::with_capacity(waiting.len().div_ceil(MAX_BATCH));
         while waiting.len() > MAX_BATCH {
             let rest = waiting.split_off(MAX_BATCH);
             batches.push(std::mem::replace(&mut waiting, rest));
         }
         batches.push(waiting);
-        futures::future::join_all(batches.into_iter().map(|b| self.call(b))).await;
+        futures::future::join_all(batches.into_iter().map(|b| admissions.call(b))).await;
     }
 
     /// One script call for `batch`, each admission answered with its own decision (or the
@@ -249,22 +254,20 @@ impl Admissions {
             }
         };
         for (pending, read) in batch.into_iter().zip(reads) {
-            let admission = read.map(|r| Admission {
-                decision: r.decision,
-                revoked_at: r.revoked_at,
-                cached: r.entry.zip(pending.keys.cache).map(|(e, key)| (key, e)),
-            });
+            let admission = Admission {
+                decision: read.decision,
+                revoked_at: read.revoked_at,
+                cached: read.entry.zip(pending.keys.cache).map(|(e, key)| (key, e)),
+            };
             // A waiter that gave up (its request timed out) needs no answer.
-            let _ = pending.answer.send(admission);
+            let _ = pending.answer.send(Ok(admission));
         }
     }
 
-    /// The call's reply, one [`Read`] per admission of `batch` (see the module's doc).
-    fn read_call(
-        &self,
-        reply: redis::Value,
-        batch: &[Pending],
-    ) -> Result<Vec<Result<Read, RedisError>>, RedisError> {
+    /// The call's reply, one [`Read`] per admission of `batch` (see the module's doc). Any
+    /// reply that cannot be read fails the whole call: the admissions after it on the same
+    /// budget would otherwise state the wrong numbers.
+    fn read_call(&self, reply: redis::Value, batch: &[Pending]) -> Result<Vec<Read>, RedisError> {
         let bad =
             |what: &dyn std::fmt::Debug| unexpected("admission script reply", format!("{what:?}"));
         let redis::Value::Array(replies) = reply else {
@@ -278,7 +281,7 @@ impl Admissions {
         };
         let now = redis_time(&time).ok_or_else(|| bad(&String::from_utf8_lossy(&time)))?;
         let mut budgets = Budgets::new(self.rate, now);
-        Ok(batch
+        batch
             .iter()
             .zip(replies)
             .map(|(pending, reply)| {
@@ -290,7 +293,41 @@ impl Admissions {
                     .read(&pending.keys.budget, &reply, pending.keys.cache.is_some())
                     .ok_or_else(|| bad(&String::from_utf8_lossy(&reply)))
             })
-            .collect())
+            .collect()
+    }
+}
+
+/// A queue whose call is spawned but not sent yet. The task owns it: should the task be
+/// dropped before it runs (its runtime shutting down), the queue's admissions get an error
+/// instead of waiting for ever, and the queue is empty again, so the next admission spawns a
+/// call of its own.
+struct Unsent {
+    admissions: Arc<Admissions>,
+    queue: usize,
+    taken: bool,
+}
+
+impl Unsent {
+    fn take(&mut self) -> Vec<Pending> {
+        self.taken = true;
+        self.drain()
+    }
+
+    fn drain(&self) -> Vec<Pending> {
+        std::mem::take(
+            &mut *self.admissions.queues[self.queue]
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        )
+    }
+}
+
+impl Drop for Unsent {
+    fn drop(&mut self) {
+        // After `take` this is what later admissions queued for their own call: leave it.
+        if !self.taken {
+            drop(self.drain());
+        }
     }
 }
 
@@ -332,10 +369,8 @@ impl<'a> Budgets<'a> {
         };
         let mut fields = line.split(|b| *b == b' ');
         let code = fields.next()?;
-        // Stored times as the script read them, `-` when absent. Lua's `tonumber` reads more
-        // forms than whole numbers, but these scripts store nothing else.
-        let stored_tat = integer(fields.next()?);
-        let revoked_at = integer(fields.next()?).filter(|r| *r >= 0);
+        let stored_tat = stored(fields.next()?)?;
+        let revoked_at = stored(fields.next()?)?.filter(|r| *r >= 0);
         if fields.next().is_some() {
             return None;
         }
@@ -368,13 +403,24 @@ impl<'a> Budgets<'a> {
         };
         let tat = &mut self.tats[i].1;
         if allowed {
-            *tat += self.rate.emission_us;
+            *tat = tat.saturating_add(self.rate.emission_us);
         }
         Some(Read {
             decision: Some(self.rate.decision(allowed, now, *tat)),
             revoked_at,
             entry,
         })
+    }
+}
+
+/// A stored time as the script read it: `Some(None)` for `-` (absent), `None` (unreadable) for
+/// anything but a whole number. Lua's `tonumber` reads more forms (`1e15`, `0x…`), which these
+/// scripts never store; the script would compute with such a value, so it cannot be taken as
+/// absent here.
+fn stored(field: &[u8]) -> Option<Option<i64>> {
+    match field {
+        b"-" => Some(None),
+        _ => integer(field).map(Some),
     }
 }
 
@@ -499,6 +545,9 @@ mod tests {
             (b"1 - -\nx", true),
             (b"1 - - 4", false),
             (b"1 -", false),
+            (b"1 1e15 -", false),
+            (b"1 - 0x10", false),
+            (b"1 - ", false),
             (b"2 - -", false),
             (b"", false),
         ] {
