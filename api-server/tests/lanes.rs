@@ -11,7 +11,8 @@ use api_server::redis::Redis;
 use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 /// Which lane and thread served the request, after a Redis round trip from there.
@@ -39,6 +40,42 @@ fn one_connection_client() -> reqwest::Client {
         .pool_max_idle_per_host(1)
         .build()
         .expect("client")
+}
+
+/// One keep-alive HTTP/1.1 connection, spoken by hand: a pooled client opens a second connection
+/// when its first is not back in the pool yet (seen under load), which would put a "connection"
+/// on two lanes.
+struct Connection(TcpStream);
+
+impl Connection {
+    async fn open(addr: SocketAddr) -> anyhow::Result<Self> {
+        Ok(Self(TcpStream::connect(addr).await?))
+    }
+
+    /// The body of `GET path` on this connection; an error once the server has closed it.
+    async fn get(&mut self, path: &str) -> anyhow::Result<String> {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: lanes\r\n\r\n");
+        self.0.write_all(request.as_bytes()).await?;
+        let mut received = Vec::new();
+        loop {
+            if let Some(head_end) = received.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = std::str::from_utf8(&received[..head_end])?.to_ascii_lowercase();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .ok_or_else(|| anyhow::anyhow!("no content-length in {head}"))?
+                    .trim()
+                    .parse()?;
+                let body = head_end + 4;
+                if received.len() >= body + length {
+                    return Ok(String::from_utf8(received[body..body + length].to_vec())?);
+                }
+            }
+            if self.0.read_buf(&mut received).await? == 0 {
+                anyhow::bail!("connection closed");
+            }
+        }
+    }
 }
 
 async fn connected_clients(url: &str) -> anyhow::Result<usize> {
@@ -80,16 +117,15 @@ async fn lanes_spread_connections_keep_them_and_drain_on_stop() -> anyhow::Resul
 
     // Four connections, opened one after another: the fewest-open rule alternates them, and
     // each stays on its lane for every request it carries.
-    let url = format!("http://{addr}/where");
     let mut held = Vec::new();
     let mut served = Vec::new();
     for _ in 0..4 {
-        let client = one_connection_client();
-        let first = client.get(&url).send().await?.text().await?;
-        let second = client.get(&url).send().await?.text().await?;
+        let mut connection = Connection::open(addr).await?;
+        let first = connection.get("/where").await?;
+        let second = connection.get("/where").await?;
         assert_eq!(first, second, "a connection stays on its lane");
         served.push(first);
-        held.push(client);
+        held.push(connection);
     }
     assert_eq!(
         served,
@@ -125,11 +161,11 @@ async fn lanes_spread_connections_keep_them_and_drain_on_stop() -> anyhow::Resul
     tokio::time::sleep(Duration::from_millis(200)).await;
     stop.send(true)?;
     let stop_sent = std::time::Instant::now();
-    for (i, client) in held.iter().enumerate() {
+    for (i, connection) in held.iter_mut().enumerate() {
         // Draining starts within moments; lanes drained one after another would keep lane 1
         // serving until the slow request on lane 0 is done.
         loop {
-            let late = client.get(&url).send().await;
+            let late = connection.get("/where").await;
             if late.is_err() {
                 break;
             }
