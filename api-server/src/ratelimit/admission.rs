@@ -106,8 +106,9 @@ pub(super) struct Rate {
 }
 
 impl Rate {
-    /// `limit` requests per `window_seconds`, the emission interval at least 1 µs (a limit
-    /// above one per µs would make it 0).
+    /// `limit` requests per `window_seconds`. The emission interval is floored, which never lets
+    /// more than `limit` through in one burst for windows of a second or more, and at least
+    /// 1 µs (a limit above one per µs would make it 0). Both scripts take it from here.
     pub fn new(limit: u32, window_seconds: u32) -> Self {
         let period_us = i64::from(window_seconds.max(1)) * 1_000_000;
         Self {

@@ -33,12 +33,10 @@ const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 const GCRA: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+-- Whole microseconds keep the arithmetic exact in Lua's doubles. The emission interval comes
+-- from the client (`admission::Rate`), as for the admission script.
 local period = tonumber(ARGV[1])
-local limit = tonumber(ARGV[2])
--- Whole microseconds keep the arithmetic exact in Lua's doubles; flooring never lets more
--- than `limit` through in one burst for windows of a second or more.
--- At least 1 µs: a limit above one per µs would make it 0 (and the remaining count inf).
-local emission = math.max(1, math.floor(period / limit))
+local emission = tonumber(ARGV[2])
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tat < now then tat = now end
 local new_tat = tat + emission
@@ -62,6 +60,7 @@ pub struct RateLimiter {
     redis: Redis,
     script: redis::Script,
     admissions: Arc<Admissions>,
+    rate: Rate,
     limit: u32,
     window_seconds: u32,
     fail: FailMode,
@@ -81,11 +80,10 @@ impl RateLimiter {
         let window_seconds = window_seconds.max(1);
         let policy = HeaderValue::from_str(&format!(r#""default";q={limit};w={window_seconds}"#))
             .unwrap_or_else(|_| HeaderValue::from_static(r#""default""#));
+        let rate = Rate::new(limit, window_seconds);
         Self {
-            admissions: Arc::new(Admissions::new(
-                redis.clone(),
-                Rate::new(limit, window_seconds),
-            )),
+            admissions: Arc::new(Admissions::new(redis.clone(), rate)),
+            rate,
             redis,
             script: redis::Script::new(GCRA),
             limit,
@@ -98,8 +96,10 @@ impl RateLimiter {
 
     /// One atomic decision for the Redis key `redis_key` (`ratelimit:...`).
     pub async fn check(&self, redis_key: &str) -> Result<Decision, redis::RedisError> {
-        let period_us = u64::from(self.window_seconds) * 1_000_000;
-        let limit = self.limit;
+        let Rate {
+            period_us,
+            emission_us,
+        } = self.rate;
         let script = &self.script;
         let reply: Vec<i64> = self
             .redis
@@ -107,7 +107,7 @@ impl RateLimiter {
                 script
                     .key(redis_key)
                     .arg(period_us)
-                    .arg(limit)
+                    .arg(emission_us)
                     .invoke_async(&mut c)
                     .await
             })
